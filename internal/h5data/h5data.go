@@ -1,0 +1,306 @@
+// Package h5data reads labelled image sets in the lab's HDF5 format: a
+// dataset of images shaped (N, C, H, W) or (N, H, W, C) of uint8, float32 or
+// float64, and a dataset of N integral labels of any numeric type. Images
+// are read in batches (hyperslabs), converted to NHWC float32, so memory does
+// not grow with N.
+package h5data
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"gonum.org/v1/hdf5"
+
+	"badprune/internal/h5"
+)
+
+// Options say where the data are and what they must fit.
+type Options struct {
+	DataKey  string // default "data"
+	LabelKey string // default "label"
+	// The model's input: images must be H x W x C (either layout).
+	H, W, C int
+	// Classes bounds the labels: 0 <= label < Classes (unchecked when 0).
+	Classes int
+	// Scale multiplies every pixel (0 means 1).
+	Scale float32
+}
+
+// Set is an open image set.
+type Set struct {
+	Path          string
+	N             int
+	H, W, C       int
+	ChannelsFirst bool // stored as (N, C, H, W)
+	Type          h5.Type
+	Labels        []int
+
+	scale float32
+	key   string
+	f     *hdf5.File
+	data  *hdf5.Dataset
+}
+
+// Open opens a set and checks its shapes, types and labels. Pixels are
+// checked as they are read.
+func Open(path string, opt Options) (*Set, error) {
+	s, err := open(path, opt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+func open(path string, opt Options) (*Set, error) {
+	if opt.DataKey == "" {
+		opt.DataKey = "data"
+	}
+	if opt.LabelKey == "" {
+		opt.LabelKey = "label"
+	}
+	if opt.Scale == 0 {
+		opt.Scale = 1
+	}
+	f, err := h5.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Set{Path: path, f: f, scale: opt.Scale, key: opt.DataKey}
+	if err := s.init(opt); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func openDataset(f *hdf5.File, key, flag string) (*hdf5.Dataset, error) {
+	if !f.LinkExists(key) {
+		return nil, fmt.Errorf("no dataset %q (choose another with %s)", key, flag)
+	}
+	ds, err := f.OpenDataset(key)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a dataset (choose another with %s)", key, flag)
+	}
+	return ds, nil
+}
+
+func (s *Set) init(opt Options) error {
+	var err error
+	if s.data, err = openDataset(s.f, opt.DataKey, "--data-key"); err != nil {
+		return err
+	}
+	if s.Type, err = h5.TypeOf(s.data); err != nil {
+		return fmt.Errorf("dataset %q: %w", opt.DataKey, err)
+	}
+	switch {
+	case s.Type.Class == h5.Uint && s.Type.Size == 1,
+		s.Type.Class == h5.Float && (s.Type.Size == 4 || s.Type.Size == 8):
+	default:
+		return fmt.Errorf("dataset %q holds %s; want uint8, float32 or float64", opt.DataKey, s.Type)
+	}
+	dims, err := h5.Dims(s.data)
+	if err != nil {
+		return fmt.Errorf("dataset %q: %w", opt.DataKey, err)
+	}
+	if len(dims) != 4 {
+		return fmt.Errorf("dataset %q has shape %v; want (N, C, H, W) or (N, H, W, C)", opt.DataKey, dims)
+	}
+	s.N = dims[0]
+	h, w, c := opt.H, opt.W, opt.C
+	switch {
+	case h == 0: // no model to fit: trust a 3-channel axis
+		s.ChannelsFirst = dims[1] <= 4 && dims[3] > 4
+	case dims[1] == c && dims[2] == h && dims[3] == w:
+		s.ChannelsFirst = true
+	case dims[1] == h && dims[2] == w && dims[3] == c:
+	default:
+		return fmt.Errorf("dataset %q has shape %v; the model takes %dx%d images with %d channels: want (N, %d, %d, %d) or (N, %d, %d, %d)",
+			opt.DataKey, dims, h, w, c, c, h, w, h, w, c)
+	}
+	if s.ChannelsFirst {
+		s.C, s.H, s.W = dims[1], dims[2], dims[3]
+	} else {
+		s.H, s.W, s.C = dims[1], dims[2], dims[3]
+	}
+	if s.N == 0 {
+		return fmt.Errorf("dataset %q is empty", opt.DataKey)
+	}
+	return s.readLabels(opt)
+}
+
+func (s *Set) readLabels(opt Options) error {
+	ds, err := openDataset(s.f, opt.LabelKey, "--label-key")
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+	t, err := h5.TypeOf(ds)
+	if err != nil {
+		return fmt.Errorf("dataset %q: %w", opt.LabelKey, err)
+	}
+	if t.Class == h5.Other {
+		return fmt.Errorf("dataset %q holds %s values; want numbers", opt.LabelKey, t)
+	}
+	dims, err := h5.Dims(ds)
+	if err != nil {
+		return fmt.Errorf("dataset %q: %w", opt.LabelKey, err)
+	}
+	n := 1
+	for _, d := range dims {
+		n *= d
+	}
+	if len(dims) == 0 || n != dims[0] {
+		return fmt.Errorf("dataset %q has shape %v; want (N,)", opt.LabelKey, dims)
+	}
+	if n != s.N {
+		return fmt.Errorf("%d labels in %q for %d images in %q", n, opt.LabelKey, s.N, opt.DataKey)
+	}
+	v := make([]float64, n)
+	if err := h5.ReadFloat64(ds, []int{0}, []int{n}, v); err != nil {
+		return fmt.Errorf("dataset %q: %w", opt.LabelKey, err)
+	}
+	s.Labels = make([]int, n)
+	for i, x := range v {
+		switch {
+		case math.IsNaN(x) || math.IsInf(x, 0):
+			return fmt.Errorf("dataset %q: label of sample %d is %v", opt.LabelKey, i, x)
+		case x != math.Trunc(x):
+			return fmt.Errorf("dataset %q: label of sample %d is %v, not an integer", opt.LabelKey, i, x)
+		case x < 0 || (opt.Classes > 0 && x >= float64(opt.Classes)):
+			return fmt.Errorf("dataset %q: label of sample %d is %v, outside the model's classes 0..%d", opt.LabelKey, i, x, opt.Classes-1)
+		}
+		s.Labels[i] = int(x)
+	}
+	return nil
+}
+
+// Close releases the file.
+func (s *Set) Close() error {
+	if s.data != nil {
+		s.data.Close()
+		s.data = nil
+	}
+	if s.f != nil {
+		err := s.f.Close()
+		s.f = nil
+		return err
+	}
+	return nil
+}
+
+// ImageSize is the number of values of one image.
+func (s *Set) ImageSize() int { return s.H * s.W * s.C }
+
+// Read reads images [start, start+n) into dst as NHWC float32 times the
+// scale, using raw (n*ImageSize values) as scratch for channels-first sets.
+// A non-finite pixel is an error naming the sample.
+func (s *Set) Read(start, n int, dst, raw []float32) error {
+	if start < 0 || n < 0 || start+n > s.N {
+		return fmt.Errorf("%s: samples %d..%d outside 0..%d", s.Path, start, start+n-1, s.N-1)
+	}
+	sz := s.ImageSize()
+	buf := dst[:n*sz]
+	if s.ChannelsFirst {
+		buf = raw[:n*sz]
+	}
+	var cnt []int
+	if s.ChannelsFirst {
+		cnt = []int{n, s.C, s.H, s.W}
+	} else {
+		cnt = []int{n, s.H, s.W, s.C}
+	}
+	if err := h5.ReadFloat32(s.data, []int{start, 0, 0, 0}, cnt, buf); err != nil {
+		return fmt.Errorf("%s: dataset %q, samples %d..%d: %w", s.Path, s.key, start, start+n-1, err)
+	}
+	hw := s.H * s.W
+	for i := 0; i < n; i++ {
+		img := buf[i*sz : (i+1)*sz]
+		out := dst[i*sz : (i+1)*sz]
+		for j, v := range img {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return fmt.Errorf("%s: dataset %q: sample %d has a non-finite pixel (%v)", s.Path, s.key, start+i, v)
+			}
+			if s.ChannelsFirst {
+				c, p := j/hw, j%hw
+				out[p*s.C+c] = v * s.scale
+			} else {
+				out[j] = v * s.scale
+			}
+		}
+	}
+	return nil
+}
+
+// Batch is a run of consecutive samples.
+type Batch struct {
+	Start, N int
+	X        []float32 // N NHWC images
+	Labels   []int
+}
+
+// Stream reads the set in batches of at most size samples, reading the next
+// batch while fn works on the current one, and calls fn on each in order.
+// The batch's X is reused after fn returns.
+func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error {
+	if size < 1 {
+		return errors.New("h5data: batch size < 1")
+	}
+	type item struct {
+		b   Batch
+		err error
+	}
+	sz := s.ImageSize()
+	const depth = 2
+	free := make(chan []float32, depth+1)
+	for i := 0; i < depth+1; i++ {
+		free <- make([]float32, size*sz)
+	}
+	ready := make(chan item, depth)
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		// The reader must be done with the file before the caller closes it.
+		cancel()
+		for range ready {
+		}
+	}()
+	go func() {
+		defer close(ready)
+		var raw []float32
+		if s.ChannelsFirst {
+			raw = make([]float32, size*sz)
+		}
+		for start := 0; start < s.N; start += size {
+			var x []float32
+			select {
+			case x = <-free:
+			case <-ctx.Done():
+				return
+			}
+			n := min(size, s.N-start)
+			err := s.Read(start, n, x, raw)
+			select {
+			case ready <- item{Batch{start, n, x[:n*sz], s.Labels[start : start+n]}, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for it := range ready {
+		if it.err != nil {
+			return it.err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(it.b); err != nil {
+			return err
+		}
+		free <- it.b.X[:cap(it.b.X)]
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,392 @@
+// Direct NHWC convolution as a GEMM with an implicit im2col: a tile of MR
+// output pixels times NR output channels is accumulated in registers while
+// walking the kernel taps, so no patch matrix is ever written. The AVX2+FMA
+// path is chosen at run time; the portable path computes the same sums in the
+// same order per output (tap-major, then input channel).
+#include <float.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#define MR 6
+
+int bp_have_avx2(void) {
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+typedef struct {
+	const float *ip[MR]; // input base of each pixel of the tile
+	float *op[MR];       // output row of each pixel
+	int rows;            // valid pixels in the tile
+} tile_t;
+
+// The register tiles: MR pixels x 16 channels (12 accumulators) and MR pixels
+// x 8 channels. Named variables, not arrays, so that gcc keeps every
+// accumulator in a register.
+#define FMA_ROW(r, p)                                                          \
+	a = _mm256_broadcast_ss(p + ci);                                             \
+	r##0 = _mm256_fmadd_ps(a, b0, r##0);                                         \
+	r##1 = _mm256_fmadd_ps(a, b1, r##1);
+#define FMA_ROW1(r, p)                                                         \
+	a = _mm256_broadcast_ss(p + ci);                                             \
+	r = _mm256_fmadd_ps(a, b0, r);
+
+static inline void store_cols(float *o, const float *v, int ncols, int relu) {
+	if (relu) {
+		for (int j = 0; j < ncols; j++) o[j] = v[j] > 0 ? v[j] : 0;
+	} else {
+		memcpy(o, v, sizeof(float) * ncols);
+	}
+}
+
+__attribute__((target("avx2,fma"))) static void
+kern_avx_16(const tile_t *t, const int *toff, int ntaps, int run,
+            const float *kp, int ldk, const float *bias, int jb, int ncols, int relu) {
+	const __m256 i0 = _mm256_loadu_ps(bias + jb), i1 = _mm256_loadu_ps(bias + jb + 8);
+	__m256 c00 = i0, c01 = i1, c10 = i0, c11 = i1, c20 = i0, c21 = i1;
+	__m256 c30 = i0, c31 = i1, c40 = i0, c41 = i1, c50 = i0, c51 = i1;
+	const float *kt = kp + jb;
+	for (int tp = 0; tp < ntaps; tp++) {
+		const int o = toff[tp];
+		const float *a0 = t->ip[0] + o, *a1 = t->ip[1] + o, *a2 = t->ip[2] + o;
+		const float *a3 = t->ip[3] + o, *a4 = t->ip[4] + o, *a5 = t->ip[5] + o;
+		for (int ci = 0; ci < run; ci++, kt += ldk) {
+			const __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8);
+			__m256 a;
+			FMA_ROW(c0, a0) FMA_ROW(c1, a1) FMA_ROW(c2, a2)
+			FMA_ROW(c3, a3) FMA_ROW(c4, a4) FMA_ROW(c5, a5)
+		}
+	}
+	if (relu) {
+		const __m256 z = _mm256_setzero_ps();
+		c00 = _mm256_max_ps(c00, z); c01 = _mm256_max_ps(c01, z);
+		c10 = _mm256_max_ps(c10, z); c11 = _mm256_max_ps(c11, z);
+		c20 = _mm256_max_ps(c20, z); c21 = _mm256_max_ps(c21, z);
+		c30 = _mm256_max_ps(c30, z); c31 = _mm256_max_ps(c31, z);
+		c40 = _mm256_max_ps(c40, z); c41 = _mm256_max_ps(c41, z);
+		c50 = _mm256_max_ps(c50, z); c51 = _mm256_max_ps(c51, z);
+	}
+	if (ncols == 16 && t->rows == MR) {
+		_mm256_storeu_ps(t->op[0] + jb, c00); _mm256_storeu_ps(t->op[0] + jb + 8, c01);
+		_mm256_storeu_ps(t->op[1] + jb, c10); _mm256_storeu_ps(t->op[1] + jb + 8, c11);
+		_mm256_storeu_ps(t->op[2] + jb, c20); _mm256_storeu_ps(t->op[2] + jb + 8, c21);
+		_mm256_storeu_ps(t->op[3] + jb, c30); _mm256_storeu_ps(t->op[3] + jb + 8, c31);
+		_mm256_storeu_ps(t->op[4] + jb, c40); _mm256_storeu_ps(t->op[4] + jb + 8, c41);
+		_mm256_storeu_ps(t->op[5] + jb, c50); _mm256_storeu_ps(t->op[5] + jb + 8, c51);
+		return;
+	}
+	float v[6][16];
+	_mm256_storeu_ps(v[0], c00); _mm256_storeu_ps(v[0] + 8, c01);
+	_mm256_storeu_ps(v[1], c10); _mm256_storeu_ps(v[1] + 8, c11);
+	_mm256_storeu_ps(v[2], c20); _mm256_storeu_ps(v[2] + 8, c21);
+	_mm256_storeu_ps(v[3], c30); _mm256_storeu_ps(v[3] + 8, c31);
+	_mm256_storeu_ps(v[4], c40); _mm256_storeu_ps(v[4] + 8, c41);
+	_mm256_storeu_ps(v[5], c50); _mm256_storeu_ps(v[5] + 8, c51);
+	for (int r = 0; r < t->rows; r++) memcpy(t->op[r] + jb, v[r], sizeof(float) * ncols);
+}
+
+__attribute__((target("avx2,fma"))) static void
+kern_avx_8(const tile_t *t, const int *toff, int ntaps, int run,
+           const float *kp, int ldk, const float *bias, int jb, int ncols, int relu) {
+	const __m256 i0 = _mm256_loadu_ps(bias + jb);
+	__m256 c0 = i0, c1 = i0, c2 = i0, c3 = i0, c4 = i0, c5 = i0;
+	const float *kt = kp + jb;
+	for (int tp = 0; tp < ntaps; tp++) {
+		const int o = toff[tp];
+		const float *a0 = t->ip[0] + o, *a1 = t->ip[1] + o, *a2 = t->ip[2] + o;
+		const float *a3 = t->ip[3] + o, *a4 = t->ip[4] + o, *a5 = t->ip[5] + o;
+		for (int ci = 0; ci < run; ci++, kt += ldk) {
+			const __m256 b0 = _mm256_loadu_ps(kt);
+			__m256 a;
+			FMA_ROW1(c0, a0) FMA_ROW1(c1, a1) FMA_ROW1(c2, a2)
+			FMA_ROW1(c3, a3) FMA_ROW1(c4, a4) FMA_ROW1(c5, a5)
+		}
+	}
+	if (relu) {
+		const __m256 z = _mm256_setzero_ps();
+		c0 = _mm256_max_ps(c0, z); c1 = _mm256_max_ps(c1, z); c2 = _mm256_max_ps(c2, z);
+		c3 = _mm256_max_ps(c3, z); c4 = _mm256_max_ps(c4, z); c5 = _mm256_max_ps(c5, z);
+	}
+	float v[6][8];
+	_mm256_storeu_ps(v[0], c0); _mm256_storeu_ps(v[1], c1);
+	_mm256_storeu_ps(v[2], c2); _mm256_storeu_ps(v[3], c3);
+	_mm256_storeu_ps(v[4], c4); _mm256_storeu_ps(v[5], c5);
+	for (int r = 0; r < t->rows; r++) memcpy(t->op[r] + jb, v[r], sizeof(float) * ncols);
+}
+
+static void kern_plain(const tile_t *t, const int *toff, int ntaps, int C,
+                       const float *kp, int ldk, const float *bias, int jb,
+                       int ncols, int relu) {
+	for (int r = 0; r < t->rows; r++) {
+		float acc[16];
+		for (int j = 0; j < ncols; j++) acc[j] = bias[jb + j];
+		const float *kt = kp + jb;
+		for (int tp = 0; tp < ntaps; tp++) {
+			const float *a = t->ip[r] + toff[tp];
+			for (int ci = 0; ci < C; ci++, kt += ldk) {
+				const float x = a[ci];
+				for (int j = 0; j < ncols; j++) acc[j] += x * kt[j];
+			}
+		}
+		store_cols(t->op[r] + jb, acc, ncols, relu);
+	}
+}
+
+typedef struct {
+	const float *in;
+	int H, W, C;
+	const float *kp, *bias;
+	int KH, KW, OC, SH, SW, relu;
+	int OH, OW;
+	int ldk, run, panel, avx;
+	int toff[64];
+} conv_t;
+
+static void conv_init(conv_t *c, const float *in, int H, int W, int C,
+                      const float *kp, const float *bias, int KH, int KW, int OC,
+                      int SH, int SW, int relu, int OH, int OW) {
+	*c = (conv_t){in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, OH, OW};
+	c->ldk = (OC + 7) & ~7;
+	// A kernel row (kx, ci) is contiguous in NHWC input, so the taps are the
+	// KH rows and each runs over KW*C values.
+	c->run = KW * C;
+	for (int ky = 0; ky < KH; ky++) c->toff[ky] = ky * W * C;
+	// Column panels keep the kernel slice in L2 while the pixels stream by.
+	const int K = KH * c->run;
+	c->panel = (65536 / (K > 0 ? K : 1)) & ~15;
+	if (c->panel < 16) c->panel = 16;
+	c->avx = bp_have_avx2();
+}
+
+// conv_range computes output pixels [q0, q1) of the batch (pixels numbered
+// row-major over images, rows, columns) into out, pixel q at out[(q-q0)*OC].
+static void conv_range(const conv_t *c, long q0, long q1, float *out) {
+	const long per = (long)c->OH * c->OW;
+	for (int p0 = 0; p0 < c->ldk; p0 += c->panel) {
+		const int p1 = p0 + c->panel < c->ldk ? p0 + c->panel : c->ldk;
+		long n = q0 / per;
+		int oy = (int)(q0 % per) / c->OW, ox = (int)(q0 % per) % c->OW;
+		for (long q = q0; q < q1; q += MR) {
+			tile_t t;
+			t.rows = q1 - q < MR ? (int)(q1 - q) : MR;
+			for (int r = 0; r < MR; r++) {
+				if (r < t.rows) {
+					t.ip[r] = c->in + (((n * c->H) + (long)oy * c->SH) * c->W + (long)ox * c->SW) * c->C;
+					t.op[r] = out + (q + r - q0) * c->OC;
+					if (++ox == c->OW) { // advance without division
+						ox = 0;
+						if (++oy == c->OH) {
+							oy = 0;
+							n++;
+						}
+					}
+				} else {
+					t.ip[r] = t.ip[t.rows - 1];
+					t.op[r] = t.op[t.rows - 1];
+				}
+			}
+			for (int jb = p0; jb < p1 && jb < c->OC;) {
+				const int left = c->OC - jb; // real columns still to write
+				if (c->avx && p1 - jb >= 16) {
+					kern_avx_16(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, jb, left < 16 ? left : 16, c->relu);
+					jb += 16;
+				} else if (c->avx) {
+					kern_avx_8(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, jb, left < 8 ? left : 8, c->relu);
+					jb += 8;
+				} else {
+					int w = p1 - jb < 16 ? p1 - jb : 16;
+					kern_plain(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, jb, left < w ? left : w, c->relu);
+					jb += w;
+				}
+			}
+		}
+	}
+}
+
+void bp_conv2d(const float *in, int N, int H, int W, int C, const float *kp,
+               const float *bias, int KH, int KW, int OC, int SH, int SW,
+               int relu, float *out, int OH, int OW) {
+	conv_t c;
+	if (KH > 64) return;
+	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, OH, OW);
+	conv_range(&c, 0, (long)N * OH * OW, out);
+}
+
+static void pool_rows_2x2(const float *restrict r0, const float *restrict r1,
+                          int OW, int C, float *restrict o) {
+	for (int ox = 0; ox < OW; ox++, r0 += 2 * C, r1 += 2 * C, o += C) {
+		for (int c = 0; c < C; c++) {
+			float a = r0[c] > r0[C + c] ? r0[c] : r0[C + c];
+			float b = r1[c] > r1[C + c] ? r1[c] : r1[C + c];
+			o[c] = a > b ? a : b;
+		}
+	}
+}
+
+void bp_conv2d_pool(const float *in, int N, int H, int W, int C, const float *kp,
+                    const float *bias, int KH, int KW, int OC, int SH, int SW,
+                    int relu, float *out, int OH, int OW) {
+	conv_t c;
+	if (KH > 64) return;
+	const int CH = (H - KH) / SH + 1, CW = (W - KW) / SW + 1; // conv output size
+	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, CH, CW);
+	// Blocks of conv rows small enough to stay in L2 between conv and pool.
+	int blk = (32768 / (CW * OC > 0 ? CW * OC : 1)) & ~1;
+	if (blk < 2) blk = 2;
+	if (blk > 2 * OH) blk = 2 * OH;
+	float *scratch = malloc(sizeof(float) * (long)blk * CW * OC);
+	for (long n = 0; n < N; n++) {
+		for (int y0 = 0; y0 < 2 * OH; y0 += blk) {
+			const int rows = y0 + blk < 2 * OH ? blk : 2 * OH - y0;
+			const long q0 = (n * CH + y0) * (long)CW;
+			conv_range(&c, q0, q0 + (long)rows * CW, scratch);
+			for (int r = 0; r < rows; r += 2)
+				pool_rows_2x2(scratch + (long)r * CW * OC, scratch + (long)(r + 1) * CW * OC,
+				              OW, OC, out + ((n * OH) + (y0 + r) / 2) * (long)OW * OC);
+		}
+	}
+	free(scratch);
+}
+
+// The lab's pool: 2x2 windows, stride 2, no padding, all cells in range.
+static void maxpool_2x2(const float *in, int N, int H, int W, int C, float *out,
+                        int OH, int OW) {
+	for (long n = 0; n < N; n++) {
+		const float *img = in + n * (long)H * W * C;
+		for (int oy = 0; oy < OH; oy++) {
+			const float *r0 = img + (long)(2 * oy) * W * C;
+			pool_rows_2x2(r0, r0 + (long)W * C, OW, C, out + (n * OH + oy) * (long)OW * C);
+		}
+	}
+}
+
+void bp_maxpool(const float *in, int N, int H, int W, int C, int PH, int PW,
+                int SH, int SW, int padT, int padL, float *out, int OH, int OW) {
+	if (PH == 2 && PW == 2 && SH == 2 && SW == 2 && padT == 0 && padL == 0 &&
+	    2 * OH <= H && 2 * OW <= W) {
+		maxpool_2x2(in, N, H, W, C, out, OH, OW);
+		return;
+	}
+	for (long n = 0; n < N; n++) {
+		const float *img = in + n * (long)H * W * C;
+		for (int oy = 0; oy < OH; oy++) {
+			for (int ox = 0; ox < OW; ox++) {
+				float *o = out + ((n * OH + oy) * (long)OW + ox) * C;
+				for (int c = 0; c < C; c++) o[c] = -FLT_MAX;
+				int seen = 0;
+				for (int py = 0; py < PH; py++) {
+					const int y = oy * SH - padT + py;
+					if (y < 0 || y >= H) continue;
+					for (int px = 0; px < PW; px++) {
+						const int x = ox * SW - padL + px;
+						if (x < 0 || x >= W) continue;
+						const float *i = img + ((long)y * W + x) * C;
+						if (!seen) {
+							memcpy(o, i, sizeof(float) * C);
+							seen = 1;
+							continue;
+						}
+						for (int c = 0; c < C; c++) o[c] = i[c] > o[c] ? i[c] : o[c];
+					}
+				}
+			}
+		}
+	}
+}
+
+void bp_maxpool_grad(const float *in, const float *dout, int N, int H, int W,
+                     int C, int PH, int PW, int SH, int SW, int padT, int padL,
+                     int OH, int OW, float *din) {
+	for (long n = 0; n < N; n++) {
+		const float *img = in + n * (long)H * W * C;
+		float *dimg = din + n * (long)H * W * C;
+		for (int oy = 0; oy < OH; oy++) {
+			for (int ox = 0; ox < OW; ox++) {
+				const float *g = dout + ((n * OH + oy) * (long)OW + ox) * C;
+				for (int c = 0; c < C; c++) {
+					long best = -1;
+					float bv = 0;
+					for (int py = 0; py < PH; py++) {
+						const int y = oy * SH - padT + py;
+						if (y < 0 || y >= H) continue;
+						for (int px = 0; px < PW; px++) {
+							const int x = ox * SW - padL + px;
+							if (x < 0 || x >= W) continue;
+							const long at = ((long)y * W + x) * C + c;
+							if (best < 0 || img[at] > bv) {
+								best = at;
+								bv = img[at];
+							}
+						}
+					}
+					if (best >= 0) dimg[best] += g[c];
+				}
+			}
+		}
+	}
+}
+
+void bp_conv2d_grad_kernel(const float *in, const float *dout, int N, int H,
+                           int W, int C, int KH, int KW, int OC, int SH, int SW,
+                           int OH, int OW, float *dk, float *db) {
+	for (long n = 0; n < N; n++) {
+		for (int oy = 0; oy < OH; oy++) {
+			for (int ox = 0; ox < OW; ox++) {
+				const float *g = dout + ((n * OH + oy) * (long)OW + ox) * OC;
+				for (int j = 0; j < OC; j++) db[j] += g[j];
+				const float *base = in + ((n * H + (long)oy * SH) * W + (long)ox * SW) * C;
+				for (int ky = 0; ky < KH; ky++) {
+					for (int kx = 0; kx < KW; kx++) {
+						const float *a = base + ((long)ky * W + kx) * C;
+						float *d = dk + (long)((ky * KW + kx) * C) * OC;
+						for (int ci = 0; ci < C; ci++, d += OC) {
+							const float x = a[ci];
+							if (x == 0) continue; // relu outputs are often zero
+							for (int j = 0; j < OC; j++) d[j] += x * g[j];
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
+                          int W, int C, int KH, int KW, int OC, int SH, int SW,
+                          int OH, int OW, float *din) {
+	const int K = KH * KW * C;
+	// kt[j][k] = k[k][j]: each output gradient then adds a contiguous row.
+	float *kt = malloc(sizeof(float) * K * OC);
+	float *g = malloc(sizeof(float) * K);
+	for (int i = 0; i < K; i++)
+		for (int j = 0; j < OC; j++) kt[(long)j * K + i] = k[(long)i * OC + j];
+	for (long n = 0; n < N; n++) {
+		for (int oy = 0; oy < OH; oy++) {
+			for (int ox = 0; ox < OW; ox++) {
+				const float *go = dout + ((n * OH + oy) * (long)OW + ox) * OC;
+				memset(g, 0, sizeof(float) * K);
+				int any = 0;
+				for (int j = 0; j < OC; j++) {
+					const float s = go[j];
+					if (s == 0) continue;
+					any = 1;
+					const float *row = kt + (long)j * K;
+					for (int i = 0; i < K; i++) g[i] += s * row[i];
+				}
+				if (!any) continue;
+				float *base = din + ((n * H + (long)oy * SH) * W + (long)ox * SW) * C;
+				for (int ky = 0; ky < KH; ky++)
+					for (int kx = 0; kx < KW; kx++) {
+						float *d = base + ((long)ky * W + kx) * C;
+						const float *s = g + (ky * KW + kx) * C;
+						for (int ci = 0; ci < C; ci++) d[ci] += s[ci];
+					}
+			}
+		}
+	}
+	free(g);
+	free(kt);
+}

@@ -1,0 +1,205 @@
+// Package kernels holds the CPU compute kernels behind badprune's network ops:
+// NHWC convolution (also used for dense layers), max pooling and their
+// gradients, in float32, spread over all cores.
+//
+// The kernels are C (cgo) with an AVX2+FMA path chosen at run time; they are
+// plain functions on slices so that the gorgonia ops in package nn and the
+// incremental pruning engine share them.
+package kernels
+
+// #cgo CFLAGS: -O3 -std=gnu11
+// #include "kernels.h"
+import "C"
+
+import (
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// Conv is a convolution kernel packed for bp_conv2d: HWIO weights with the
+// output channels padded to a multiple of 8.
+type Conv struct {
+	KH, KW, C, OC int
+	SH, SW        int
+	packed        []float32 // [KH*KW*C][ldk]
+	bias          []float32 // [ldk]
+}
+
+// NewConv packs an HWIO kernel (KH*KW*C*OC values) and its OC biases.
+func NewConv(kernel, bias []float32, kh, kw, c, oc, sh, sw int) *Conv {
+	ldk := (oc + 7) &^ 7
+	k := kh * kw * c
+	cv := &Conv{KH: kh, KW: kw, C: c, OC: oc, SH: sh, SW: sw,
+		packed: make([]float32, k*ldk), bias: make([]float32, ldk)}
+	for i := 0; i < k; i++ {
+		copy(cv.packed[i*ldk:i*ldk+oc], kernel[i*oc:(i+1)*oc])
+	}
+	copy(cv.bias, bias)
+	return cv
+}
+
+// NewDense packs a Keras Dense kernel (in*out values, row-major [in][out]) as
+// a 1x1 convolution over a 1x1 image with in channels.
+func NewDense(kernel, bias []float32, in, out int) *Conv {
+	return NewConv(kernel, bias, 1, 1, in, out, 1, 1)
+}
+
+// OutSize is the valid-padding output size of an input of size n.
+func OutSize(n, k, s int) int { return (n-k)/s + 1 }
+
+// Workers is the number of goroutines a kernel call spreads over.
+func Workers() int { return runtime.GOMAXPROCS(0) }
+
+// parallel splits [0,n) into contiguous parts, one per worker, at least
+// minPart long, and runs f on each.
+func parallel(n, minPart int, f func(lo, hi int)) {
+	w := Workers()
+	if minPart < 1 {
+		minPart = 1
+	}
+	if m := (n + minPart - 1) / minPart; m < w {
+		w = m
+	}
+	if w <= 1 {
+		if n > 0 {
+			f(0, n)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < w; i++ {
+		lo, hi := n*i/w, n*(i+1)/w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+func fptr(s []float32) *C.float {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&s[0]))
+}
+
+// Forward computes out = conv(in) + bias, rectified when relu is set, for an
+// NHWC batch in of n images h x w x C (valid padding). out has n*oh*ow*OC
+// values.
+func (cv *Conv) Forward(in []float32, n, h, w int, relu bool, out []float32) {
+	oh, ow := OutSize(h, cv.KH, cv.SH), OutSize(w, cv.KW, cv.SW)
+	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
+	_ = in[n*inSz-1]
+	_ = out[n*outSz-1]
+	minPart := 1
+	if outSz < 4096 { // small images (dense layers): keep each cgo call worth its cost
+		minPart = 4096/outSz + 1
+	}
+	parallel(n, minPart, func(lo, hi int) {
+		C.bp_conv2d(fptr(in[lo*inSz:]), C.int(hi-lo), C.int(h), C.int(w), C.int(cv.C),
+			fptr(cv.packed), fptr(cv.bias), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
+			C.int(cv.SH), C.int(cv.SW), cbool(relu), fptr(out[lo*outSz:]), C.int(oh), C.int(ow))
+	})
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ForwardPool is Forward followed by 2x2 max pooling with stride 2 and
+// floor rounding, without writing the unpooled output. out has
+// n*(oh/2)*(ow/2)*OC values.
+func (cv *Conv) ForwardPool(in []float32, n, h, w int, relu bool, out []float32) {
+	oh, ow := OutSize(h, cv.KH, cv.SH)/2, OutSize(w, cv.KW, cv.SW)/2
+	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
+	_ = in[n*inSz-1]
+	_ = out[n*outSz-1]
+	parallel(n, 1, func(lo, hi int) {
+		C.bp_conv2d_pool(fptr(in[lo*inSz:]), C.int(hi-lo), C.int(h), C.int(w), C.int(cv.C),
+			fptr(cv.packed), fptr(cv.bias), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
+			C.int(cv.SH), C.int(cv.SW), cbool(relu), fptr(out[lo*outSz:]), C.int(oh), C.int(ow))
+	})
+}
+
+// Pool describes a max pooling window.
+type Pool struct {
+	PH, PW, SH, SW int
+	PadT, PadL     int
+}
+
+// MaxPool computes the max pooling of an NHWC batch into out (n*oh*ow*c).
+func (p Pool) MaxPool(in []float32, n, h, w, c, oh, ow int, out []float32) {
+	inSz, outSz := h*w*c, oh*ow*c
+	_ = in[n*inSz-1]
+	_ = out[n*outSz-1]
+	parallel(n, 8, func(lo, hi int) {
+		C.bp_maxpool(fptr(in[lo*inSz:]), C.int(hi-lo), C.int(h), C.int(w), C.int(c),
+			C.int(p.PH), C.int(p.PW), C.int(p.SH), C.int(p.SW), C.int(p.PadT), C.int(p.PadL),
+			fptr(out[lo*outSz:]), C.int(oh), C.int(ow))
+	})
+}
+
+// MaxPoolGrad adds the gradient dout of MaxPool(in) to din.
+func (p Pool) MaxPoolGrad(in, dout []float32, n, h, w, c, oh, ow int, din []float32) {
+	inSz, outSz := h*w*c, oh*ow*c
+	_ = in[n*inSz-1]
+	_ = din[n*inSz-1]
+	_ = dout[n*outSz-1]
+	parallel(n, 8, func(lo, hi int) {
+		C.bp_maxpool_grad(fptr(in[lo*inSz:]), fptr(dout[lo*outSz:]), C.int(hi-lo), C.int(h),
+			C.int(w), C.int(c), C.int(p.PH), C.int(p.PW), C.int(p.SH), C.int(p.SW),
+			C.int(p.PadT), C.int(p.PadL), C.int(oh), C.int(ow), fptr(din[lo*inSz:]))
+	})
+}
+
+// GradKernel adds the gradients of Forward's loss with respect to the HWIO
+// kernel and the bias into dk (KH*KW*C*OC) and db (OC), given the input and
+// the output gradient dout.
+func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
+	oh, ow := OutSize(h, cv.KH, cv.SH), OutSize(w, cv.KW, cv.SW)
+	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
+	_ = in[n*inSz-1]
+	_ = dout[n*outSz-1]
+	nk := cv.KH * cv.KW * cv.C * cv.OC
+	_ = dk[nk-1]
+	_ = db[cv.OC-1]
+	var mu sync.Mutex
+	parallel(n, 4, func(lo, hi int) {
+		pk, pb := make([]float32, nk), make([]float32, cv.OC)
+		C.bp_conv2d_grad_kernel(fptr(in[lo*inSz:]), fptr(dout[lo*outSz:]), C.int(hi-lo),
+			C.int(h), C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
+			C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), fptr(pk), fptr(pb))
+		mu.Lock()
+		for i, v := range pk {
+			dk[i] += v
+		}
+		for i, v := range pb {
+			db[i] += v
+		}
+		mu.Unlock()
+	})
+}
+
+// GradInput adds the gradient of Forward's loss with respect to its input to
+// din, given the HWIO kernel k and the output gradient dout.
+func (cv *Conv) GradInput(dout, k []float32, n, h, w int, din []float32) {
+	oh, ow := OutSize(h, cv.KH, cv.SH), OutSize(w, cv.KW, cv.SW)
+	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
+	_ = din[n*inSz-1]
+	_ = dout[n*outSz-1]
+	_ = k[cv.KH*cv.KW*cv.C*cv.OC-1]
+	parallel(n, 4, func(lo, hi int) {
+		C.bp_conv2d_grad_input(fptr(dout[lo*outSz:]), fptr(k), C.int(hi-lo), C.int(h),
+			C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC), C.int(cv.SH),
+			C.int(cv.SW), C.int(oh), C.int(ow), fptr(din[lo*inSz:]))
+	})
+}
+
+// HaveAVX2 reports whether the fast kernel path runs on this CPU.
+func HaveAVX2() bool { return C.bp_have_avx2() != 0 }

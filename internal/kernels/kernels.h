@@ -1,0 +1,44 @@
+// Compute kernels for NHWC float32 tensors. See kernels.go for the contracts.
+#ifndef BADPRUNE_KERNELS_H
+#define BADPRUNE_KERNELS_H
+
+// Convolution (cross-correlation, as Keras) of an NHWC batch with a packed
+// kernel kp[(ky*KW+kx)*C+ci][OCp] (OCp = OC rounded up to 8, zero padded) plus
+// bias[OCp], then max(0, .) when relu is set. Valid padding: the caller pads the input for "same".
+void bp_conv2d(const float *in, int N, int H, int W, int C,
+               const float *kp, const float *bias, int KH, int KW, int OC,
+               int SH, int SW, int relu, float *out, int OH, int OW);
+
+// bp_conv2d followed by 2x2 max pooling with stride 2 (floor), without
+// writing the convolution's output to memory. OH, OW are the pooled sizes.
+void bp_conv2d_pool(const float *in, int N, int H, int W, int C,
+                    const float *kp, const float *bias, int KH, int KW, int OC,
+                    int SH, int SW, int relu, float *out, int OH, int OW);
+
+// Max pooling of an NHWC batch; windows PHxPW, strides SHxSW, the window
+// of output (oy,ox) starts at (oy*SH-padT, ox*SW-padL); cells outside the
+// input are ignored.
+void bp_maxpool(const float *in, int N, int H, int W, int C, int PH, int PW,
+                int SH, int SW, int padT, int padL, float *out, int OH, int OW);
+
+// Gradient of bp_maxpool: adds dout to din at the arg-max of each window
+// (the first maximum in row-major window order, as the forward pass picks).
+void bp_maxpool_grad(const float *in, const float *dout, int N, int H, int W,
+                     int C, int PH, int PW, int SH, int SW, int padT, int padL,
+                     int OH, int OW, float *din);
+
+// Gradient of bp_conv2d with respect to the kernel and bias, accumulated
+// (+=) into dk[(ky*KW+kx)*C+ci][OC] and db[OC].
+void bp_conv2d_grad_kernel(const float *in, const float *dout, int N, int H,
+                           int W, int C, int KH, int KW, int OC, int SH, int SW,
+                           int OH, int OW, float *dk, float *db);
+
+// Gradient of bp_conv2d with respect to its input, accumulated (+=) into
+// din. k is the unpacked HWIO kernel [(ky*KW+kx)*C+ci][OC].
+void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
+                          int W, int C, int KH, int KW, int OC, int SH, int SW,
+                          int OH, int OW, float *din);
+
+int bp_have_avx2(void);
+
+#endif
