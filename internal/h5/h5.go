@@ -45,6 +45,7 @@ package h5
 //     char **v = calloc(np ? np : 1, sizeof(char *));
 //     hid_t mt = H5Tcopy(H5T_C_S1);
 //     H5Tset_size(mt, H5T_VARIABLE);
+//     H5Tset_cset(mt, H5Tget_cset(ft));
 //     if (H5Aread(a, mt, v) >= 0) {
 //       size_t tot = 0;
 //       for (hssize_t i = 0; i < np; i++) tot += (v[i] ? strlen(v[i]) : 0) + 1;
@@ -90,6 +91,40 @@ package h5
 //   return a == HADDR_UNDEF ? -1 : (long long)a;
 // }
 //
+// // bp_write_strings writes a 1-D attribute of fixed-length strings, NUL
+// // padded to the longest (as h5py writes numpy 'S' arrays).
+// static int bp_write_strings(hid_t obj, const char *name, const char *buf, size_t n, size_t width) {
+//   hsize_t dims[1] = {n};
+//   hid_t sp = H5Screate_simple(1, dims, NULL);
+//   hid_t t;
+//   if (n) {
+//     t = H5Tcopy(H5T_C_S1);
+//     H5Tset_size(t, width ? width : 1);
+//     H5Tset_strpad(t, H5T_STR_NULLPAD);
+//   } else {
+//     t = H5Tcopy(H5T_NATIVE_DOUBLE); // h5py's empty list
+//   }
+//   hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+//   int rc = a < 0 ? -1 : (n ? H5Awrite(a, t, buf) : 0);
+//   if (a >= 0) H5Aclose(a);
+//   H5Tclose(t); H5Sclose(sp);
+//   return rc;
+// }
+//
+// // bp_write_vstring writes a scalar variable-length UTF-8 string attribute
+// // (as h5py writes a Python str).
+// static int bp_write_vstring(hid_t obj, const char *name, const char *s) {
+//   hid_t sp = H5Screate(H5S_SCALAR);
+//   hid_t t = H5Tcopy(H5T_C_S1);
+//   H5Tset_size(t, H5T_VARIABLE);
+//   H5Tset_cset(t, H5T_CSET_UTF8);
+//   hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+//   int rc = a < 0 ? -1 : H5Awrite(a, t, &s);
+//   if (a >= 0) H5Aclose(a);
+//   H5Tclose(t); H5Sclose(sp);
+//   return rc;
+// }
+//
 // static int bp_type_info(hid_t ds, int *cls, size_t *size, int *sign, int *order) {
 //   hid_t t = H5Dget_type(ds);
 //   if (t < 0) return -1;
@@ -106,16 +141,22 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"unsafe"
 
 	"gonum.org/v1/hdf5"
 )
 
-func init() {
-	// The library prints its error stack to stderr by default; badprune
-	// reports errors itself, once.
+// Locked runs fn, which calls the HDF5 library, on one OS thread with the
+// library's error printing off. HDF5 keeps that setting per thread, and it
+// prints its error stack to stderr by default; badprune reports errors
+// itself, once.
+func Locked(fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	C.bp_quiet()
+	return fn()
 }
 
 // hdf5Signature starts every HDF5 file (at offset 0 for the files we read).
@@ -306,4 +347,34 @@ func StringAttr(obj Object, name string) (string, error) {
 func ContiguousOffset(ds *hdf5.Dataset) (int64, bool) {
 	off := C.bp_contiguous_offset(C.hid_t(ds.ID()))
 	return int64(off), off >= 0
+}
+
+// WriteStringsAttr writes a 1-D attribute of fixed-length, NUL-padded
+// strings, the form Keras gives layer_names and weight_names.
+func WriteStringsAttr(obj Object, name string, vals []string) error {
+	width := 1
+	for _, v := range vals {
+		width = max(width, len(v))
+	}
+	buf := make([]byte, width*len(vals)+1)
+	for i, v := range vals {
+		copy(buf[i*width:], v)
+	}
+	cn := C.CString(name)
+	defer C.free(unsafe.Pointer(cn))
+	if C.bp_write_strings(C.hid_t(obj.ID()), cn, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(vals)), C.size_t(width)) < 0 {
+		return fmt.Errorf("cannot write attribute %q", name)
+	}
+	return nil
+}
+
+// WriteStringAttr writes a scalar variable-length string attribute.
+func WriteStringAttr(obj Object, name, val string) error {
+	cn, cv := C.CString(name), C.CString(val)
+	defer C.free(unsafe.Pointer(cn))
+	defer C.free(unsafe.Pointer(cv))
+	if C.bp_write_vstring(C.hid_t(obj.ID()), cn, cv) < 0 {
+		return fmt.Errorf("cannot write attribute %q", name)
+	}
+	return nil
 }

@@ -46,7 +46,11 @@ type Set struct {
 // Open opens a set and checks its shapes, types and labels. Pixels are
 // checked as they are read.
 func Open(path string, opt Options) (*Set, error) {
-	s, err := open(path, opt)
+	var s *Set
+	err := h5.Locked(func() (err error) {
+		s, err = open(path, opt)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -69,7 +73,7 @@ func open(path string, opt Options) (*Set, error) {
 	}
 	s := &Set{Path: path, f: f, scale: opt.Scale, key: opt.DataKey}
 	if err := s.init(opt); err != nil {
-		s.Close()
+		s.close()
 		return nil, err
 	}
 	return s, nil
@@ -178,6 +182,10 @@ func (s *Set) readLabels(opt Options) error {
 
 // Close releases the file.
 func (s *Set) Close() error {
+	return h5.Locked(s.close)
+}
+
+func (s *Set) close() error {
 	if s.data != nil {
 		s.data.Close()
 		s.data = nil
@@ -211,7 +219,7 @@ func (s *Set) Read(start, n int, dst, raw []float32) error {
 	} else {
 		cnt = []int{n, s.H, s.W, s.C}
 	}
-	if err := h5.ReadFloat32(s.data, []int{start, 0, 0, 0}, cnt, buf); err != nil {
+	if err := h5.Locked(func() error { return h5.ReadFloat32(s.data, []int{start, 0, 0, 0}, cnt, buf) }); err != nil {
 		return fmt.Errorf("%s: dataset %q, samples %d..%d: %w", s.Path, s.key, start, start+n-1, err)
 	}
 	hw := s.H * s.W

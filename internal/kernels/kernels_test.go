@@ -62,7 +62,7 @@ func TestConvForward(t *testing.T) {
 		{2, 26, 22, 20, 3, 3, 40, 1, 1},
 		{5, 12, 10, 40, 3, 3, 60, 1, 1},
 		{7, 5, 4, 60, 2, 2, 80, 1, 1},
-		{4, 9, 8, 5, 3, 2, 7, 2, 3},    // strides, odd channel count
+		{4, 9, 8, 5, 3, 2, 7, 2, 3},       // strides, odd channel count
 		{13, 1, 1, 1200, 1, 1, 160, 1, 1}, // dense
 		{9, 1, 1, 160, 1, 1, 1283, 1, 1},  // dense, wide
 		{1, 3, 3, 1, 3, 3, 1, 1, 1},
@@ -106,8 +106,8 @@ func TestMaxPool(t *testing.T) {
 	cases := []struct{ n, h, w, c, ph, pw, sh, sw, padT, padL, oh, ow int }{
 		{3, 52, 44, 20, 2, 2, 2, 2, 0, 0, 26, 22},
 		{2, 10, 8, 60, 2, 2, 2, 2, 0, 0, 5, 4},
-		{2, 11, 9, 3, 2, 2, 2, 2, 0, 0, 5, 4},  // floor
-		{2, 5, 5, 2, 3, 3, 2, 2, 1, 1, 3, 3},   // "same"-style padding
+		{2, 11, 9, 3, 2, 2, 2, 2, 0, 0, 5, 4}, // floor
+		{2, 5, 5, 2, 3, 3, 2, 2, 1, 1, 3, 3},  // "same"-style padding
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, tc := range cases {
@@ -241,7 +241,7 @@ func BenchmarkLayers(b *testing.B) {
 	r := rand.New(rand.NewPCG(7, 8))
 	const n = 256
 	for _, tc := range []struct {
-		name                    string
+		name                string
 		h, w, c, kh, kw, oc int
 	}{{"conv1", 55, 47, 3, 4, 4, 20}, {"conv2", 26, 22, 20, 3, 3, 40}, {"conv3", 12, 10, 40, 3, 3, 60}, {"fc1", 1, 1, 1200, 1, 1, 160}, {"out", 1, 1, 160, 1, 1, 1283}} {
 		b.Run(tc.name, func(b *testing.B) {

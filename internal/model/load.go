@@ -17,7 +17,11 @@ import (
 // layer_names) gets the lab's DeepID architecture with sizes from its
 // weights. Errors name the file and what is wrong.
 func Load(path string) (*Model, error) {
-	m, err := load(path)
+	var m *Model
+	err := h5.Locked(func() (err error) {
+		m, err = load(path)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -23,7 +23,11 @@ func (m *Model) WriteCopy(dst string, force bool, layers ...string) error {
 	if same(m.Path, dst) {
 		return fmt.Errorf("%s: refusing to overwrite the input model", dst)
 	}
-	patches, err := m.patches(layers)
+	var patches []patch
+	err := h5.Locked(func() (err error) {
+		patches, err = m.patches(layers)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.Path, err)
 	}
@@ -57,7 +61,7 @@ func (m *Model) WriteCopy(dst string, force bool, layers ...string) error {
 		if err := out.Sync(); err != nil {
 			return fmt.Errorf("%s: %w", dst, err)
 		}
-		if err := writeWithLibrary(out.Name(), chunked); err != nil {
+		if err := h5.Locked(func() error { return writeWithLibrary(out.Name(), chunked) }); err != nil {
 			return fmt.Errorf("%s: %w", dst, err)
 		}
 	}

@@ -1,0 +1,30 @@
+// Command badprune repairs a backdoored neural network by pruning and turns
+// it into a backdoor detector (Liu, Dolan-Gavitt, Garg: Fine-Pruning, 2018).
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+)
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	var sig atomic.Int32
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-ch
+		sig.Store(int32(s.(syscall.Signal)))
+		cancel()
+		<-ch // a second signal: stop now
+		os.Exit(128 + int(sig.Load()))
+	}()
+	code := run(ctx, os.Args[1:], ioStreams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	if s := sig.Load(); s != 0 {
+		code = 128 + int(s)
+	}
+	os.Exit(code)
+}

@@ -1,0 +1,199 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"badprune/internal/atomicfile"
+	"badprune/internal/h5"
+)
+
+// Layout is the form of a new Keras file.
+type Layout int
+
+const (
+	// FullModelFile has root attributes model_config, keras_version and
+	// backend, and the weights under model_weights (keras.Model.save).
+	FullModelFile Layout = iota
+	// WeightsOnlyFile has root attribute layer_names and one group per layer
+	// (keras.Model.save_weights).
+	WeightsOnlyFile
+)
+
+const kerasVersion = "2.3.1"
+
+// Create writes m as a new Keras 2 HDF5 file, as Keras 2.3.1 with the
+// TensorFlow backend would. Without force an existing path is an error.
+func (m *Model) Create(path string, layout Layout, force bool) error {
+	if err := atomicfile.CheckFree(path, force); err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.tmp-%d", filepath.Base(path), os.Getpid()))
+	if err := h5.Locked(func() error { return m.create(tmp, layout) }); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func (m *Model) create(path string, layout Layout) error {
+	f, err := h5.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	root := f
+	if layout == FullModelFile {
+		cfg, err := m.kerasConfig()
+		if err != nil {
+			return err
+		}
+		for _, a := range [][2]string{{"keras_version", kerasVersion}, {"backend", "tensorflow"}, {"model_config", string(cfg)}} {
+			if err := h5.WriteStringAttr(f, a[0], a[1]); err != nil {
+				return err
+			}
+		}
+		if root, err = f.Group("model_weights"); err != nil {
+			return err
+		}
+		defer root.Close()
+	}
+	var names []string
+	for _, l := range m.Layers {
+		names = append(names, l.Name)
+	}
+	if err := h5.WriteStringsAttr(root, "layer_names", names); err != nil {
+		return err
+	}
+	if err := h5.WriteStringAttr(root, "backend", "tensorflow"); err != nil {
+		return err
+	}
+	if err := h5.WriteStringAttr(root, "keras_version", kerasVersion); err != nil {
+		return err
+	}
+	for _, l := range m.Layers {
+		if err := writeLayer(root, l); err != nil {
+			return fmt.Errorf("layer %q: %w", l.Name, err)
+		}
+	}
+	return nil
+}
+
+func writeLayer(root h5.Node, l *Layer) error {
+	g, err := root.Group(l.Name)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if l.Kind != Conv2D && l.Kind != Dense {
+		return h5.WriteStringsAttr(g, "weight_names", nil)
+	}
+	wn := []string{l.Name + "/kernel:0"}
+	if l.Bias != nil {
+		wn = append(wn, l.Name+"/bias:0")
+	}
+	if err := h5.WriteStringsAttr(g, "weight_names", wn); err != nil {
+		return err
+	}
+	sub, err := g.Group(l.Name)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	if err := writeArray(sub, "kernel:0", l.KernelShape, l.Kernel); err != nil {
+		return err
+	}
+	if l.Bias != nil {
+		return writeArray(sub, "bias:0", []int{len(l.Bias)}, l.Bias)
+	}
+	return nil
+}
+
+func writeArray(g h5.Node, name string, shape []int, v []float32) error {
+	ds, err := g.Dataset(name, h5.StoreFloat32, shape, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+	return ds.Write(make([]int, len(shape)), shape, v)
+}
+
+// kerasConfig is the model_config JSON Keras 2.3.1 writes for m.
+func (m *Model) kerasConfig() ([]byte, error) {
+	type obj = map[string]any
+	glorot := obj{"class_name": "VarianceScaling", "config": obj{"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": nil}}
+	zeros := obj{"class_name": "Zeros", "config": obj{}}
+	var layers []any
+	for _, l := range m.Layers {
+		c := obj{"name": l.Name, "trainable": true, "dtype": "float32"}
+		pad := "valid"
+		if l.Same {
+			pad = "same"
+		}
+		switch l.Kind {
+		case Input:
+			c = obj{"batch_input_shape": []any{nil, l.Shape[0], l.Shape[1], l.Shape[2]}, "dtype": "float32", "sparse": false, "name": l.Name}
+		case Conv2D:
+			c["filters"] = l.KernelShape[3]
+			c["kernel_size"] = []int{l.KH, l.KW}
+			c["strides"] = []int{l.SH, l.SW}
+			c["padding"] = pad
+			c["data_format"] = "channels_last"
+			c["dilation_rate"] = []int{1, 1}
+			c["activation"] = l.Act
+			c["use_bias"] = l.Bias != nil
+			c["kernel_initializer"], c["bias_initializer"] = glorot, zeros
+			for _, k := range []string{"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"} {
+				c[k] = nil
+			}
+		case MaxPool:
+			c["pool_size"] = []int{l.KH, l.KW}
+			c["padding"] = pad
+			c["strides"] = []int{l.SH, l.SW}
+			c["data_format"] = "channels_last"
+		case Flatten:
+			c["data_format"] = "channels_last"
+		case Dense:
+			c["units"] = l.KernelShape[1]
+			c["activation"] = l.Act
+			c["use_bias"] = l.Bias != nil
+			c["kernel_initializer"], c["bias_initializer"] = glorot, zeros
+			for _, k := range []string{"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"} {
+				c[k] = nil
+			}
+		case Activation:
+			c["activation"] = l.Act
+		case Dropout:
+			c["rate"], c["noise_shape"], c["seed"] = 0.5, nil, nil
+		case Add:
+		default:
+			return nil, fmt.Errorf("layer %q: cannot write a %s", l.Name, l.Kind)
+		}
+		in := []any{}
+		if len(l.Inputs) > 0 {
+			var node []any
+			for _, name := range l.Inputs {
+				node = append(node, []any{name, 0, 0, obj{}})
+			}
+			in = []any{node}
+		}
+		layers = append(layers, obj{"name": l.Name, "class_name": string(l.Kind), "config": c, "inbound_nodes": in})
+	}
+	return json.Marshal(obj{
+		"class_name": "Model",
+		"config": obj{
+			"name":          "model_1",
+			"layers":        layers,
+			"input_layers":  []any{[]any{m.Input.Name, 0, 0}},
+			"output_layers": []any{[]any{m.Output.Name, 0, 0}},
+		},
+		"keras_version": kerasVersion,
+		"backend":       "tensorflow",
+	})
+}

@@ -1,0 +1,109 @@
+// Package report defines badprune's machine-readable outputs, the JSON
+// documents of eval and repair, and reads them back for plotting.
+package report
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"badprune/internal/atomicfile"
+)
+
+// Row is one model's results in an Eval.
+type Row struct {
+	Model    string   `json:"model"` // "B", "B'" or "G"
+	File     string   `json:"file"`
+	Repaired string   `json:"repaired,omitempty"`
+	CleanAcc float64  `json:"clean_acc"`
+	ASR      *float64 `json:"asr"` // null without a poisoned set
+	// G rows: the percentage of clean and poisoned inputs flagged.
+	CleanFlagged *float64 `json:"clean_flagged,omitempty"`
+	BDFlagged    *float64 `json:"bd_flagged,omitempty"`
+}
+
+// Eval is the document `badprune eval --json` prints.
+type Eval struct {
+	Test    string  `json:"test"`
+	BDTest  *string `json:"bd_test"`
+	NTest   int     `json:"n_test"`
+	NBDTest int     `json:"n_bd_test"`
+	Results []Row   `json:"results"`
+}
+
+// Step is one point of the pruning curve.
+type Step struct {
+	Step     int      `json:"step"`
+	Channel  int      `json:"channel"`
+	Fraction float64  `json:"fraction"`
+	ValidAcc float64  `json:"valid_acc"`
+	ValidASR *float64 `json:"valid_asr,omitempty"`
+}
+
+// Saved is a repaired network written for a threshold.
+type Saved struct {
+	Step     int      `json:"step"`
+	File     string   `json:"file"`
+	ValidAcc float64  `json:"valid_acc"`
+	ValidASR *float64 `json:"valid_asr,omitempty"`
+	Pruned   []int    `json:"pruned"`
+	// Finetune is the fine-tuning history when repair --finetune ran.
+	Finetune *Finetune `json:"finetune,omitempty"`
+}
+
+// Epoch is one fine-tuning epoch.
+type Epoch struct {
+	Epoch      int      `json:"epoch"`
+	Loss       float64  `json:"loss"`
+	HoldoutAcc float64  `json:"holdout_acc"`
+	HoldoutASR *float64 `json:"holdout_asr,omitempty"`
+}
+
+// Finetune records a fine-tuning run.
+type Finetune struct {
+	File   string  `json:"file"`
+	Best   int     `json:"best_epoch"`
+	Epochs []Epoch `json:"epochs"`
+}
+
+// PruneLog is repair's prune_log.json.
+type PruneLog struct {
+	Model          string           `json:"model"`
+	Valid          string           `json:"valid"`
+	BDValid        *string          `json:"bd_valid"`
+	Layer          string           `json:"layer"`
+	RankLayer      string           `json:"rank_layer"`
+	BaseAcc        float64          `json:"base_acc"`
+	BaseASR        *float64         `json:"base_asr,omitempty"`
+	MeanActivation []float64        `json:"mean_activation"`
+	Order          []int            `json:"order"`
+	Steps          []Step           `json:"steps"`
+	Thresholds     []float64        `json:"thresholds"`
+	Saved          map[string]Saved `json:"saved"`
+}
+
+// Write writes v as indented JSON to path atomically.
+func Write(path string, v any, force bool) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return atomicfile.WriteFile(path, append(b, '\n'), force)
+}
+
+// Read reads a JSON document written by Write into v.
+func Read(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: not a badprune JSON document: %v", path, err)
+	}
+	return nil
+}
