@@ -198,10 +198,11 @@ func (gr *Graph) conv(m *Model, l *Layer, x *G.Node, pool, train bool) (*G.Node,
 type Runner struct {
 	gr   *Graph
 	vm   G.VM
-	outs []*G.Node
+	outs []*G.Value
 }
 
-// NewRunner prepares gr to yield the outputs of the named layers.
+// NewRunner prepares gr to yield the outputs of the named layers; make one
+// runner per graph.
 func (gr *Graph) NewRunner(outputs ...string) (*Runner, error) {
 	r := &Runner{gr: gr}
 	for _, o := range outputs {
@@ -209,7 +210,11 @@ func (gr *Graph) NewRunner(outputs ...string) (*Runner, error) {
 		if !ok {
 			return nil, fmt.Errorf("layer %q is not in the graph", o)
 		}
-		r.outs = append(r.outs, n)
+		// The machine reuses a node's memory once its consumers have run;
+		// a read copies the value out as soon as it is computed.
+		v := new(G.Value)
+		G.Read(n, v)
+		r.outs = append(r.outs, v)
 	}
 	r.vm = G.NewTapeMachine(gr.G)
 	return r, nil
@@ -225,10 +230,14 @@ func (r *Runner) Run() ([][]float32, error) {
 		return nil, err
 	}
 	res := make([][]float32, len(r.outs))
-	for i, n := range r.outs {
-		v, ok := n.Value().Data().([]float32)
+	for i, p := range r.outs {
+		t, ok := (*p).(tensor.Tensor)
 		if !ok {
-			return nil, fmt.Errorf("output %s is not float32", n.Name())
+			return nil, fmt.Errorf("output %d is not a tensor", i)
+		}
+		v, ok := t.Data().([]float32)
+		if !ok {
+			return nil, fmt.Errorf("output %d is not float32", i)
 		}
 		res[i] = v
 	}

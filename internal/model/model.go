@@ -164,3 +164,22 @@ func (l *Layer) ZeroChannels() []int {
 	}
 	return out
 }
+
+// New makes a model from layers in topological order, checking them and
+// computing their shapes. path names it in messages.
+func New(path string, layers []*Layer) (*Model, error) {
+	m := &Model{Path: path, Layers: layers}
+	if err := m.infer(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// DeepID returns the lab's DeepID layers (without weights) for inputs of
+// h x w x c; give every Conv2D and Dense layer a Kernel, KernelShape and
+// Bias before passing them to New.
+func DeepID(h, w, c int) []*Layer {
+	l := deepID()
+	l[0].Shape = []int{h, w, c}
+	return l
+}

@@ -1,0 +1,219 @@
+package h5data_test
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"badprune/internal/fixture"
+	"badprune/internal/h5"
+	"badprune/internal/h5data"
+)
+
+const tiny = "../../testdata/tiny/"
+
+func lab(classes int) h5data.Options {
+	return h5data.Options{H: 55, W: 47, C: 3, Classes: classes}
+}
+
+func readAll(t *testing.T, s *h5data.Set, batch int) []float32 {
+	t.Helper()
+	var all []float32
+	next := 0
+	err := s.Stream(context.Background(), batch, func(b h5data.Batch) error {
+		if b.Start != next || b.N > batch || len(b.X) != b.N*s.ImageSize() || len(b.Labels) != b.N {
+			t.Fatalf("batch start %d n %d len %d, want start %d", b.Start, b.N, len(b.X), next)
+		}
+		next += b.N
+		all = append(all, b.X...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next != s.N {
+		t.Fatalf("streamed %d of %d", next, s.N)
+	}
+	return all
+}
+
+// TestLayoutsAndTypes reads the same images stored as uint8 NCHW, float32
+// NHWC and float64 NCHW, in several batch sizes.
+func TestLayoutsAndTypes(t *testing.T) {
+	var ref []float32
+	var refLabels []int
+	for _, name := range []string{"clean_u8_nchw.h5", "clean_f32_nhwc.h5", "clean_f64_nchw.h5"} {
+		s, err := h5data.Open(tiny+name, lab(fixture.TinyClasses))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.N != fixture.TinySetSize || s.H != 55 || s.W != 47 || s.C != 3 {
+			t.Fatalf("%s: %d images %dx%dx%d", name, s.N, s.H, s.W, s.C)
+		}
+		if want := strings.Contains(name, "nchw"); s.ChannelsFirst != want {
+			t.Errorf("%s: ChannelsFirst %v", name, s.ChannelsFirst)
+		}
+		for _, batch := range []int{1, 5, 24, 100} {
+			x := readAll(t, s, batch)
+			if ref == nil {
+				ref, refLabels = x, s.Labels
+				continue
+			}
+			if !slices.Equal(x, ref) || !slices.Equal(s.Labels, refLabels) {
+				t.Fatalf("%s batch %d: images or labels differ from the uint8 set", name, batch)
+			}
+		}
+		s.Close()
+	}
+	// NCHW really is channel-major on disk: pixel (0,0) red, green, blue
+	// are the first values of three planes.
+	want := ref[:3]
+	s, _ := h5data.Open(tiny+"clean_u8_nchw.h5", h5data.Options{H: 55, W: 47, C: 3, Scale: 2})
+	x := make([]float32, s.ImageSize())
+	if err := s.Read(0, 1, x, make([]float32, s.ImageSize())); err != nil {
+		t.Fatal(err)
+	}
+	if x[0] != 2*want[0] || x[1] != 2*want[1] || x[2] != 2*want[2] {
+		t.Errorf("scale 2: %v, want twice %v", x[:3], want)
+	}
+	s.Close()
+}
+
+// badSet writes a set with arbitrary datasets for the validation tests.
+type ds struct {
+	name string
+	typ  h5.Stored
+	dims []int
+	vals []float32
+}
+
+func writeRaw(t *testing.T, sets ...ds) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "bad.h5")
+	err := h5.Locked(func() error {
+		f, err := h5.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		for _, d := range sets {
+			n, err := f.Dataset(d.name, d.typ, d.dims, 0, 0)
+			if err != nil {
+				return err
+			}
+			if len(d.vals) > 0 {
+				if err := n.Write(make([]int, len(d.dims)), d.dims, d.vals); err != nil {
+					return err
+				}
+			}
+			n.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestValidation(t *testing.T) {
+	img := func(n int) []float32 { return make([]float32, n*3*55*47) }
+	lbl := func(v ...float32) []float32 { return v }
+	cases := []struct {
+		name string
+		sets []ds
+		opt  h5data.Options
+		want string // in the error
+	}{
+		{"label out of range", []ds{{"data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)}, {"label", h5.StoreFloat32, []int{2}, lbl(1, 7)}}, lab(7), "label of sample 1 is 7, outside the model's classes 0..6"},
+		{"negative label", []ds{{"data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)}, {"label", h5.StoreInt16, []int{2}, lbl(-1, 0)}}, lab(7), "label of sample 0 is -1"},
+		{"non-integral label", []ds{{"data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)}, {"label", h5.StoreFloat64, []int{2}, lbl(1, 2.5)}}, lab(7), "not an integer"},
+		{"NaN label", []ds{{"data", h5.StoreUint8, []int{1, 3, 55, 47}, img(1)}, {"label", h5.StoreFloat32, []int{1}, lbl(float32(math.NaN()))}}, lab(7), "label of sample 0 is NaN"},
+		{"count mismatch", []ds{{"data", h5.StoreUint8, []int{3, 3, 55, 47}, img(3)}, {"label", h5.StoreFloat32, []int{2}, lbl(0, 0)}}, lab(7), "2 labels in \"label\" for 3 images"},
+		{"wrong size", []ds{{"data", h5.StoreUint8, []int{1, 3, 54, 47}, make([]float32, 3*54*47)}, {"label", h5.StoreFloat32, []int{1}, lbl(0)}}, lab(7), "the model takes 55x47 images with 3 channels"},
+		{"wrong rank", []ds{{"data", h5.StoreUint8, []int{3, 55, 47}, make([]float32, 3*55*47)}, {"label", h5.StoreFloat32, []int{3}, lbl(0, 0, 0)}}, lab(7), "want (N, C, H, W) or (N, H, W, C)"},
+		{"wrong dtype", []ds{{"data", h5.StoreInt16, []int{1, 3, 55, 47}, img(1)}, {"label", h5.StoreFloat32, []int{1}, lbl(0)}}, lab(7), "holds int16; want uint8, float32 or float64"},
+		{"empty", []ds{{"data", h5.StoreUint8, []int{0, 3, 55, 47}, nil}, {"label", h5.StoreFloat32, []int{0}, nil}}, lab(7), "is empty"},
+		{"no data", []ds{{"label", h5.StoreFloat32, []int{1}, lbl(0)}}, lab(7), "no dataset \"data\" (choose another with --data-key)"},
+		{"no labels", []ds{{"data", h5.StoreUint8, []int{1, 3, 55, 47}, img(1)}}, lab(7), "no dataset \"label\" (choose another with --label-key)"},
+		{"2-D labels", []ds{{"data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)}, {"label", h5.StoreFloat32, []int{2, 2}, lbl(0, 0, 0, 0)}}, lab(7), "want (N,)"},
+	}
+	for _, tc := range cases {
+		path := writeRaw(t, tc.sets...)
+		_, err := h5data.Open(path, tc.opt)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), path+": ") {
+			t.Errorf("%s: error %v, want it to name the file and say %q", tc.name, err, tc.want)
+		}
+	}
+	// Other dataset names are taken with the keys.
+	path := writeRaw(t, ds{"x", h5.StoreFloat64, []int{1, 55, 47, 3}, img(1)}, ds{"y", h5.StoreInt64, []int{1}, lbl(3)})
+	s, err := h5data.Open(path, h5data.Options{DataKey: "x", LabelKey: "y", H: 55, W: 47, C: 3, Classes: 7})
+	if err != nil || s.Labels[0] != 3 || s.ChannelsFirst {
+		t.Fatalf("keys: %v", err)
+	}
+	s.Close()
+	// Non-finite pixels are found as they are read, and named.
+	x := img(3)
+	x[2*3*55*47+100] = float32(math.Inf(1))
+	path = writeRaw(t, ds{"data", h5.StoreFloat32, []int{3, 3, 55, 47}, x}, ds{"label", h5.StoreFloat32, []int{3}, lbl(0, 0, 0)})
+	s, err = h5data.Open(path, lab(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Stream(context.Background(), 2, func(h5data.Batch) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "sample 2 has a non-finite pixel") {
+		t.Errorf("inf pixel: %v", err)
+	}
+	s.Close()
+}
+
+func TestNotHDF5(t *testing.T) {
+	dir := t.TempDir()
+	text := filepath.Join(dir, "notes.h5")
+	os.WriteFile(text, []byte("hello"), 0o644)
+	good, _ := os.ReadFile(tiny + "clean_u8_nchw.h5")
+	trunc := filepath.Join(dir, "trunc.h5")
+	os.WriteFile(trunc, good[:len(good)/3], 0o644)
+	for path, want := range map[string]string{
+		filepath.Join(dir, "missing.h5"): "no such file",
+		text:                             "not an HDF5 file",
+		dir:                              "is a directory",
+		trunc:                            "",
+	} {
+		s, err := h5data.Open(path, lab(7))
+		if err == nil {
+			// A file cut after its metadata opens, and fails on reading.
+			err = s.Stream(context.Background(), 8, func(h5data.Batch) error { return nil })
+			s.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), path) {
+			t.Errorf("%s: error %v, want it to name the file and say %q", path, err, want)
+		}
+	}
+}
+
+func TestWriterIsDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	if err := fixture.Generate(dir); err != nil {
+		t.Fatal(err)
+	}
+	for name := range fixture.TinyFiles.Sets {
+		a, _ := os.ReadFile(filepath.Join(dir, name))
+		b, _ := os.ReadFile(tiny + name)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s: regenerating gives other bytes than testdata/tiny (run make fixtures)", name)
+		}
+	}
+	for _, name := range []string{fixture.TinyFiles.ModelFull, fixture.TinyFiles.ModelWeights, fixture.TinyFiles.General} {
+		a, _ := os.ReadFile(filepath.Join(dir, name))
+		b, _ := os.ReadFile(tiny + name)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s: regenerating gives other bytes than testdata/tiny (run make fixtures)", name)
+		}
+	}
+}
