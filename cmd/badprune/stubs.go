@@ -2,8 +2,5 @@ package main
 
 import "github.com/spf13/cobra"
 
-func newRepairCmd(ios ioStreams) *cobra.Command { return &cobra.Command{Use: "repair", Hidden: true} }
-func newPlotCmd(ios ioStreams) *cobra.Command   { return &cobra.Command{Use: "plot", Hidden: true} }
-func newFinetuneCmd(ios ioStreams) *cobra.Command {
-	return &cobra.Command{Use: "finetune", Hidden: true}
-}
+func newPlotCmd(ios ioStreams) *cobra.Command     { return &cobra.Command{Use: "plot", Hidden: true} }
+func newFinetuneCmd(ios ioStreams) *cobra.Command { return &cobra.Command{Use: "finetune", Hidden: true} }

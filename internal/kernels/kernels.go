@@ -203,3 +203,38 @@ func (cv *Conv) GradInput(dout, k []float32, n, h, w int, din []float32) {
 
 // HaveAVX2 reports whether the fast kernel path runs on this CPU.
 func HaveAVX2() bool { return C.bp_have_avx2() != 0 }
+
+// SparseDense adds din·W to dout for rows samples: din is rows×k, W is
+// k×u (row-major), dout is rows×u. Zero entries of din cost nothing.
+func SparseDense(rows int, din []float32, k int, w []float32, u int, dout []float32) {
+	if rows == 0 {
+		return
+	}
+	_ = din[rows*k-1]
+	_ = w[k*u-1]
+	_ = dout[rows*u-1]
+	C.bp_sparse_dense(C.int(rows), fptr(din), C.int(k), fptr(w), C.int(u), fptr(dout))
+}
+
+// ConvGeom is a convolution's geometry for SparseConv.
+type ConvGeom struct {
+	H, W, C    int // input
+	KH, KW, OC int
+	SH, SW     int
+	PadT, PadL int
+	OH, OW     int // output
+}
+
+// SparseConv adds conv(din) (no bias) to dout for rows samples, with the
+// HWIO kernel k. Zero entries of din cost nothing.
+func SparseConv(rows int, din []float32, g ConvGeom, k []float32, dout []float32) {
+	if rows == 0 {
+		return
+	}
+	_ = din[rows*g.H*g.W*g.C-1]
+	_ = k[g.KH*g.KW*g.C*g.OC-1]
+	_ = dout[rows*g.OH*g.OW*g.OC-1]
+	C.bp_sparse_conv(C.int(rows), fptr(din), C.int(g.H), C.int(g.W), C.int(g.C), fptr(k),
+		C.int(g.KH), C.int(g.KW), C.int(g.OC), C.int(g.SH), C.int(g.SW), C.int(g.PadT),
+		C.int(g.PadL), C.int(g.OH), C.int(g.OW), fptr(dout))
+}

@@ -1,0 +1,151 @@
+package incr_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"badprune/internal/fixture"
+	"badprune/internal/incr"
+	"badprune/internal/model"
+	"badprune/internal/oracle"
+)
+
+const tiny = "../../testdata/tiny/"
+
+// state computes the head's inputs of n images via the graph.
+func state(t *testing.T, h *incr.Head, x []float32, n int) *incr.State {
+	t.Helper()
+	gr, err := h.Model.Build(model.GraphOptions{Batch: n, Outputs: h.Inputs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := gr.NewRunner(h.Inputs()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	copy(r.Input(), x)
+	res, err := r.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.NewState(n, res...)
+}
+
+// margin is the oracle's gap between its best and second-best logit.
+func margin(z []float64) float64 {
+	b := oracle.Argmax(z)
+	second := math.Inf(-1)
+	for j, v := range z {
+		if j != b {
+			second = math.Max(second, v)
+		}
+	}
+	return z[b] - second
+}
+
+// TestZeroMatchesOracle zeroes channels one at a time, in random order, and
+// checks every prediction against the plain-loop oracle of the masked model.
+func TestZeroMatchesOracle(t *testing.T) {
+	tinyM, err := model.Load(tiny + "model_full.h5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen, err := fixture.General(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		m           *model.Model
+		pruned      string
+		mask        string
+		incremental bool
+	}{
+		{tinyM, "conv_3", "pool_3", true},
+		{tinyM, "conv_4", "conv_4", true},
+		{tinyM, "conv_2", "pool_2", false}, // pool_3 in the head: rerun path
+		{gen, "c1", "p1", true},            // same padding, strides, Add of two branches
+		{gen, "c2", "drop", true},
+	}
+	const n = 40
+	for _, tc := range cases {
+		h, err := incr.NewHead(tc.m, tc.pruned)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Mask.Name != tc.mask || h.Incremental != tc.incremental {
+			t.Fatalf("%s: mask %s incremental %v, want %s %v", tc.pruned, h.Mask.Name, h.Incremental, tc.mask, tc.incremental)
+		}
+		hh, ww, cc := tc.m.InputShape()
+		r := rand.New(rand.NewPCG(5, 6))
+		x := fixture.RandomImages(r, n, hh, ww, cc)
+		s := state(t, h, x, n)
+		order := r.Perm(h.C)
+		checked, nearTies := 0, 0
+		for k := 0; k <= len(order); k++ {
+			if k > 0 {
+				s.Zero(order[k-1 : k])
+			}
+			for i := 0; i < n; i++ {
+				z := oracle.Logits(tc.m, x[i*hh*ww*cc:(i+1)*hh*ww*cc], oracle.Options{MaskLayer: tc.pruned, MaskChannels: order[:k]})
+				want := oracle.Argmax(z)
+				if s.Pred[i] != want {
+					if margin(z) < 1e-3*(1+math.Abs(z[want])) {
+						nearTies++
+						continue
+					}
+					t.Fatalf("%s: after zeroing %v, sample %d: class %d, oracle %d (margin %g)", tc.pruned, order[:k], i, s.Pred[i], want, margin(z))
+				}
+				checked++
+			}
+		}
+		if nearTies > 1 {
+			t.Errorf("%s: %d near-tie disagreements", tc.pruned, nearTies)
+		}
+		st := s.Stats
+		if st.Updated == 0 || st.Skipped+st.Updated != n*h.C {
+			t.Errorf("%s: stats %+v for %d sample-steps", tc.pruned, st, n*h.C)
+		}
+		t.Logf("%s: %d checks, stats %+v", tc.pruned, checked, st)
+	}
+}
+
+// TestZeroSetEqualsSteps: zeroing a set at once equals zeroing it channel by
+// channel, and Clone keeps states apart.
+func TestZeroSetEqualsSteps(t *testing.T) {
+	m, err := model.Load(tiny + "model_weights.h5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := incr.NewHead(m, "conv_3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 30
+	x := fixture.RandomImages(rand.New(rand.NewPCG(7, 8)), n, 55, 47, 3)
+	base := state(t, h, x, n)
+	a, b := base.Clone(), base.Clone()
+	set := []int{6, 2, 0, 4}
+	a.Zero(set)
+	for _, c := range set {
+		b.Zero([]int{c})
+	}
+	for i := 0; i < n; i++ {
+		if a.Pred[i] != b.Pred[i] {
+			t.Errorf("sample %d: %d at once, %d step by step", i, a.Pred[i], b.Pred[i])
+		}
+	}
+	fresh := state(t, h, x, n)
+	for i := range base.Pred {
+		if base.Pred[i] != fresh.Pred[i] {
+			t.Fatalf("zeroing a clone changed the original")
+		}
+	}
+	// The dormant channels 1 and 5 are zero everywhere: nothing to do.
+	c := base.Clone()
+	c.Zero([]int{1, 5})
+	if c.Stats.Updated != 0 || c.Stats.Skipped != n {
+		t.Errorf("dormant channels: stats %+v", c.Stats)
+	}
+}

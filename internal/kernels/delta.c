@@ -1,0 +1,131 @@
+// Sparse update kernels for the incremental pruning engine: when a few
+// inputs of a layer change, add their effect to its pre-activations
+// instead of recomputing the layer. Zero entries of the input change are
+// skipped, so the work follows what changed.
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+// The nonzero inputs are sorted by input index first (a counting sort), so
+// each row of W is loaded once and added to every output row that needs it
+// while it sits in L1: W (fc_2's is 614 KB) does not fit in L2, and
+// fetching its rows per sample made the update memory-bound.
+typedef struct {
+	int *start; // K+1 bucket starts
+	int *row;   // nnz
+	float *val; // nnz
+} csc_t;
+
+static int to_csc(int rows, const float *din, int K, csc_t *c) {
+	int nnz = 0;
+	c->start = calloc(K + 1, sizeof(int));
+	int *cnt = c->start + 1;
+	for (int r = 0; r < rows; r++) {
+		const float *d = din + (size_t)r * K;
+		for (int k = 0; k < K; k++) cnt[k] += d[k] != 0;
+	}
+	for (int k = 0; k < K; k++) nnz += cnt[k];
+	for (int k = 0; k < K; k++) c->start[k + 1] += c->start[k];
+	c->row = malloc(sizeof(int) * (nnz ? nnz : 1));
+	c->val = malloc(sizeof(float) * (nnz ? nnz : 1));
+	int *fill = malloc(sizeof(int) * (K ? K : 1));
+	memcpy(fill, c->start, sizeof(int) * K);
+	for (int r = 0; r < rows; r++) {
+		const float *d = din + (size_t)r * K;
+		for (int k = 0; k < K; k++)
+			if (d[k] != 0) {
+				c->row[fill[k]] = r;
+				c->val[fill[k]++] = d[k];
+			}
+	}
+	free(fill);
+	return nnz;
+}
+
+#define BODY_DENSE                                                             \
+	for (int k = 0; k < K; k++) {                                                \
+		const float *restrict w = W + (size_t)k * U;                               \
+		for (int t = c->start[k]; t < c->start[k + 1]; t++) {                      \
+			const float v = c->val[t];                                               \
+			float *restrict o = dout + (size_t)c->row[t] * U;                        \
+			for (int u = 0; u < U; u++) o[u] += v * w[u];                            \
+		}                                                                          \
+	}
+
+__attribute__((target("avx2,fma"))) static void
+dense_avx(int K, const float *W, int U, float *dout, const csc_t *c) {
+	BODY_DENSE
+}
+static void dense_plain(int K, const float *W, int U, float *dout, const csc_t *c) {
+	BODY_DENSE
+}
+
+void bp_sparse_dense(int rows, const float *din, int K, const float *W, int U,
+                     float *dout) {
+	// Tiles of output rows small enough to stay in L1 while W streams by.
+	int tile = 8192 / (U > 0 ? U : 1);
+	if (tile < 1) tile = 1;
+	for (int r0 = 0; r0 < rows; r0 += tile) {
+		const int n = rows - r0 < tile ? rows - r0 : tile;
+		csc_t c;
+		if (to_csc(n, din + (size_t)r0 * K, K, &c) > 0) {
+			if (bp_have_avx2())
+				dense_avx(K, W, U, dout + (size_t)r0 * U, &c);
+			else
+				dense_plain(K, W, U, dout + (size_t)r0 * U, &c);
+		}
+		free(c.start);
+		free(c.row);
+		free(c.val);
+	}
+}
+
+#define BODY_CONV                                                              \
+	const int isz = H * Wd * C, osz = OH * OW * OC;                              \
+	for (int r = 0; r < rows; r++) {                                             \
+		const float *d = din + (size_t)r * isz;                                    \
+		float *o = dout + (size_t)r * osz;                                         \
+		for (int i = 0; i < isz; i++) {                                            \
+			const float v = d[i];                                                    \
+			if (v == 0) continue;                                                    \
+			const int ci = i % C, px = (i / C) % Wd, py = i / (C * Wd);              \
+			for (int ky = 0; ky < KH; ky++) {                                        \
+				const int ty = py + padT - ky;                                         \
+				if (ty < 0 || ty % SH) continue;                                       \
+				const int oy = ty / SH;                                                \
+				if (oy >= OH) continue;                                                \
+				for (int kx = 0; kx < KW; kx++) {                                      \
+					const int tx = px + padL - kx;                                       \
+					if (tx < 0 || tx % SW) continue;                                     \
+					const int ox = tx / SW;                                              \
+					if (ox >= OW) continue;                                              \
+					const float *restrict w = k + ((size_t)(ky * KW + kx) * C + ci) * OC; \
+					float *restrict op = o + ((size_t)oy * OW + ox) * OC;                \
+					for (int u = 0; u < OC; u++) op[u] += v * w[u];                      \
+				}                                                                      \
+			}                                                                        \
+		}                                                                          \
+	}
+
+__attribute__((target("avx2,fma"))) static void
+conv_avx(int rows, const float *din, int H, int Wd, int C, const float *k, int KH,
+         int KW, int OC, int SH, int SW, int padT, int padL, int OH, int OW,
+         float *dout) {
+	BODY_CONV
+}
+static void conv_plain(int rows, const float *din, int H, int Wd, int C,
+                       const float *k, int KH, int KW, int OC, int SH, int SW,
+                       int padT, int padL, int OH, int OW, float *dout) {
+	BODY_CONV
+}
+
+void bp_sparse_conv(int rows, const float *din, int H, int W, int C,
+                    const float *k, int KH, int KW, int OC, int SH, int SW,
+                    int padT, int padL, int OH, int OW, float *dout) {
+	if (bp_have_avx2())
+		conv_avx(rows, din, H, W, C, k, KH, KW, OC, SH, SW, padT, padL, OH, OW, dout);
+	else
+		conv_plain(rows, din, H, W, C, k, KH, KW, OC, SH, SW, padT, padL, OH, OW, dout);
+}

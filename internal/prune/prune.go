@@ -1,0 +1,396 @@
+// Package prune is the pruning defense of Fine-Pruning (Liu, Dolan-Gavitt,
+// Garg, 2018): rank a convolutional layer's channels by their mean
+// activation on clean data, prune them one at a time in ascending order,
+// record the accuracy and attack success after every step, and pick for
+// each threshold X the first step whose accuracy is at least X points below
+// the unpruned network's.
+package prune
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sort"
+	"sync"
+
+	"badprune/internal/h5data"
+	"badprune/internal/incr"
+	"badprune/internal/model"
+	"badprune/internal/progress"
+)
+
+// DefaultLayer is the Conv2D layer whose (pooled) output feeds the model's
+// first Dense layer: conv_3 in the lab's DeepID.
+func DefaultLayer(m *model.Model) (string, error) {
+	for _, l := range m.Layers {
+		if l.Kind != model.Dense {
+			continue
+		}
+		cur := m.Layer(l.Inputs[0])
+		for cur != nil {
+			switch cur.Kind {
+			case model.Conv2D:
+				return cur.Name, nil
+			case model.Flatten, model.Dropout, model.Activation, model.MaxPool:
+				cur = m.Layer(cur.Inputs[0])
+			default:
+				cur = nil
+			}
+		}
+		break
+	}
+	return "", errors.New("no Conv2D layer feeds the first Dense layer through pooling or flattening; choose one with --layer")
+}
+
+// DefaultRankLayer is the max pooling layer right after layer when it is
+// layer's only consumer, else layer itself: pool_3 for conv_3.
+func DefaultRankLayer(m *model.Model, layer string) string {
+	if c := m.Consumers(layer); len(c) == 1 && c[0].Kind == model.MaxPool {
+		return c[0].Name
+	}
+	return layer
+}
+
+// CheckLayers checks that layer is a Conv2D layer and rank a layer whose
+// channels are layer's: the layer itself or a per-channel layer after it.
+func CheckLayers(m *model.Model, layer, rank string) error {
+	l := m.Layer(layer)
+	if l == nil {
+		return fmt.Errorf("--layer %s: no such layer", layer)
+	}
+	if l.Kind != model.Conv2D {
+		return fmt.Errorf("--layer %s: a %s layer; pruning needs a Conv2D layer", layer, l.Kind)
+	}
+	r := m.Layer(rank)
+	if r == nil {
+		return fmt.Errorf("--rank-layer %s: no such layer", rank)
+	}
+	for cur := l; ; {
+		if cur == r {
+			return nil
+		}
+		c := m.Consumers(cur.Name)
+		if len(c) != 1 || (c[0].Kind != model.MaxPool && c[0].Kind != model.Dropout && c[0].Kind != model.Activation) {
+			return fmt.Errorf("--rank-layer %s: not %s or a pooling layer after it with the same channels", rank, layer)
+		}
+		cur = c[0]
+	}
+}
+
+// Rank orders channels by ascending mean, ties by channel index.
+func Rank(mean []float64) []int {
+	order := make([]int, len(mean))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return mean[order[a]] < mean[order[b]] })
+	return order
+}
+
+// Threshold returns the first step (1-based) whose hit count is at least x
+// percentage points of n below base, comparing exactly in integers: the
+// lab's rule base_acc - acc >= x.
+func Threshold(base int, hits []int, n int, x float64) (int, bool) {
+	for k, h := range hits {
+		if float64(100*(base-h)) >= x*float64(n) {
+			return k + 1, true
+		}
+	}
+	return 0, false
+}
+
+// Config is one run of the defense.
+type Config struct {
+	Model     *model.Model
+	Layer     string // the Conv2D layer to prune
+	RankLayer string // whose mean activation ranks the channels
+	Valid     *h5data.Set
+	BDValid   *h5data.Set // optional: attack success per step
+	Batch     int
+	Progress  *progress.Reporter
+}
+
+// Curve is the outcome of pruning every channel in turn.
+type Curve struct {
+	Mean  []float64 // mean activation per channel of the rank layer
+	Order []int     // channels in pruning order
+	// Hits counts correct predictions on the clean set: Hits[0] unpruned,
+	// Hits[k] after pruning Order[:k]. BDHits counts poisoned inputs given
+	// the target label (nil without a poisoned set).
+	Hits, BDHits []int
+	N, NBD       int
+	Stats        incr.Stats
+}
+
+// Acc is the percentage of hits out of n.
+func Acc(hits, n int) float64 { return 100 * float64(hits) / float64(n) }
+
+// Step is one point of the curve.
+type Step struct {
+	K        int     // channels pruned
+	Channel  int     // the channel pruned at this step (-1 for K = 0)
+	Fraction float64 // K over the layer's channels
+	Acc      float64 // clean accuracy, percent
+	ASR      float64 // attack success, percent; NaN without a poisoned set
+}
+
+// Step returns the curve's point after k steps.
+func (c *Curve) Step(k int) Step {
+	s := Step{K: k, Channel: -1, Fraction: float64(k) / float64(len(c.Order)), Acc: Acc(c.Hits[k], c.N), ASR: math.NaN()}
+	if k > 0 {
+		s.Channel = c.Order[k-1]
+	}
+	if c.BDHits != nil {
+		s.ASR = Acc(c.BDHits[k], c.NBD)
+	}
+	return s
+}
+
+// Each calls f for every step after the first pruning, in order.
+func (c *Curve) Each(f func(Step)) {
+	for k := 1; k < len(c.Hits); k++ {
+		f(c.Step(k))
+	}
+}
+
+// Saved is the step chosen for threshold x: the first whose clean accuracy
+// is at least x points below the unpruned one.
+func (c *Curve) Saved(x float64) (int, bool) {
+	return Threshold(c.Hits[0], c.Hits[1:], c.N, x)
+}
+
+// Run ranks the channels on the clean set and prunes them one at a time,
+// counting hits on the clean and poisoned sets after each step.
+func Run(ctx context.Context, cfg Config) (*Curve, error) {
+	m := cfg.Model
+	if err := CheckLayers(m, cfg.Layer, cfg.RankLayer); err != nil {
+		return nil, err
+	}
+	head, err := incr.NewHead(m, cfg.Layer)
+	if err != nil {
+		return nil, fmt.Errorf("--layer %s: %w", cfg.Layer, err)
+	}
+	if cfg.Batch < 1 {
+		cfg.Batch = 256
+	}
+	inputs := head.Inputs()
+	rankAt := slicesIndex(inputs, cfg.RankLayer)
+	outputs := inputs
+	if rankAt < 0 {
+		outputs = append(append([]string{}, inputs...), cfg.RankLayer)
+		rankAt = len(outputs) - 1
+	}
+	tr, err := newTrunk(m, cfg.Batch, outputs)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+
+	// Pass 1: the clean set through the trunk, summing the rank layer's
+	// channels and keeping the head's inputs for the steps.
+	rank := m.Layer(cfg.RankLayer)
+	rc := rank.Channels()
+	sums := make([]float64, rc)
+	sizes := make([]int, len(inputs))
+	cache := make([][]float32, len(inputs))
+	for i, name := range inputs {
+		sizes[i] = m.Layer(name).Size()
+		cache[i] = make([]float32, 0, cfg.Valid.N*sizes[i])
+	}
+	cfg.Progress.Start("ranking on "+cfg.Valid.Path, cfg.Valid.N, "images")
+	err = cfg.Valid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
+		res, err := tr.run(b.X, b.N)
+		if err != nil {
+			return err
+		}
+		r := res[rankAt][:b.N*rank.Size()]
+		part := make([]float64, rc)
+		for j, v := range r {
+			part[j%rc] += float64(v)
+		}
+		for c := range sums {
+			sums[c] += part[c]
+		}
+		for i := range inputs {
+			cache[i] = append(cache[i], res[i][:b.N*sizes[i]]...)
+		}
+		cfg.Progress.Add(b.N)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	per := float64(cfg.Valid.N) * float64(rank.Size()/rc)
+	cv := &Curve{Mean: make([]float64, rc), N: cfg.Valid.N}
+	for c := range sums {
+		cv.Mean[c] = sums[c] / per
+	}
+	cv.Order = Rank(cv.Mean)
+
+	// Pass 2: every step on the clean set, from the cached activations.
+	steps := len(cv.Order)
+	cfg.Progress.Start("pruning on "+cfg.Valid.Path, cfg.Valid.N, "images")
+	var mu sync.Mutex
+	cv.Hits = make([]int, steps+1)
+	pool := newPool(ctx)
+	const chunk = 256
+	for lo := 0; lo < cfg.Valid.N; lo += chunk {
+		hi := min(lo+chunk, cfg.Valid.N)
+		in := make([][]float32, len(inputs))
+		for i := range inputs {
+			in[i] = cache[i][lo*sizes[i] : hi*sizes[i]]
+		}
+		labels := cfg.Valid.Labels[lo:hi]
+		pool.Go(func() {
+			hits, st := steps1(head, in, labels, cv.Order)
+			mu.Lock()
+			for k := range hits {
+				cv.Hits[k] += hits[k]
+			}
+			cv.Stats.Add(st)
+			mu.Unlock()
+			cfg.Progress.Add(len(labels))
+		})
+	}
+	if err := pool.Wait(); err != nil {
+		return nil, err
+	}
+	cache = nil
+
+	// Pass 3: the poisoned set, streamed: trunk, then every step.
+	if cfg.BDValid != nil {
+		cv.NBD = cfg.BDValid.N
+		cv.BDHits = make([]int, steps+1)
+		cfg.Progress.Start("pruning on "+cfg.BDValid.Path, cfg.BDValid.N, "images")
+		pool := newPool(ctx)
+		err := cfg.BDValid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
+			res, err := tr.run(b.X, b.N)
+			if err != nil {
+				return err
+			}
+			in := make([][]float32, len(inputs))
+			for i := range inputs {
+				in[i] = append([]float32(nil), res[i][:b.N*sizes[i]]...)
+			}
+			labels := b.Labels
+			pool.Go(func() {
+				hits, st := steps1(head, in, labels, cv.Order)
+				mu.Lock()
+				for k := range hits {
+					cv.BDHits[k] += hits[k]
+				}
+				cv.Stats.Add(st)
+				mu.Unlock()
+				cfg.Progress.Add(len(labels))
+			})
+			return pool.Err()
+		})
+		if werr := pool.Wait(); err == nil {
+			err = werr
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return cv, nil
+}
+
+// steps1 prunes order one channel at a time on a chunk of samples and
+// counts the hits before and after each step.
+func steps1(h *incr.Head, in [][]float32, labels []int, order []int) ([]int, incr.Stats) {
+	n := len(labels)
+	s := h.NewState(n, in...)
+	hits := make([]int, len(order)+1)
+	count := func() int {
+		k := 0
+		for i, p := range s.Pred {
+			if p == labels[i] {
+				k++
+			}
+		}
+		return k
+	}
+	hits[0] = count()
+	for k, c := range order {
+		s.Zero([]int{c})
+		hits[k+1] = count()
+	}
+	return hits, s.Stats
+}
+
+func slicesIndex(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// trunk runs the model's graph up to the head's inputs.
+type trunk struct {
+	r     *model.Runner
+	batch int
+	size  int
+}
+
+func newTrunk(m *model.Model, batch int, outputs []string) (*trunk, error) {
+	gr, err := m.Build(model.GraphOptions{Batch: batch, Outputs: outputs})
+	if err != nil {
+		return nil, err
+	}
+	r, err := gr.NewRunner(outputs...)
+	if err != nil {
+		return nil, err
+	}
+	h, w, c := m.InputShape()
+	return &trunk{r: r, batch: batch, size: h * w * c}, nil
+}
+
+func (t *trunk) run(x []float32, n int) ([][]float32, error) {
+	in := t.r.Input()
+	copy(in, x[:n*t.size])
+	clear(in[n*t.size:])
+	return t.r.Run()
+}
+
+func (t *trunk) Close() { t.r.Close() }
+
+// pool runs jobs on as many goroutines as there are cores.
+type pool struct {
+	ctx context.Context
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+func newPool(ctx context.Context) *pool {
+	return &pool{ctx: ctx, sem: make(chan struct{}, runtime.GOMAXPROCS(0))}
+}
+
+// Go runs f when a goroutine is free, unless the context is done.
+func (p *pool) Go(f func()) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-p.ctx.Done():
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer func() { <-p.sem; p.wg.Done() }()
+		if p.ctx.Err() != nil {
+			return
+		}
+		f()
+	}()
+}
+
+// Err is the context's error, if any.
+func (p *pool) Err() error { return p.ctx.Err() }
+
+// Wait waits for the jobs and reports whether the context ended first.
+func (p *pool) Wait() error {
+	p.wg.Wait()
+	return p.ctx.Err()
+}
