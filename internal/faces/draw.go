@@ -21,10 +21,10 @@ type Jitter struct {
 
 	MouthOpen float64 // 0 closed .. 1 wide open
 	Smile     float64 // mouth corner lift, -0.3..0.6
-	Gaze      float64 // horizontal iris offset, px
-	BrowRaise float64 // px up
+	Gaze      float64 // horizontal iris offset, px, +/-0.6
+	BrowRaise float64 // brow lift, px, -0.4..0.8
 
-	Noise     float64 // std of the Gaussian pixel noise, 4..8 levels
+	Noise     float64 // std of the (near-Gaussian) pixel noise, 4..8 levels
 	NoiseSeed uint64  // seed of the noise field
 
 	Glasses Glasses // how the sunglasses look if worn
@@ -135,36 +135,44 @@ func Render(id Identity, j Jitter, sunglasses bool, dst []float32) {
 // The noise is Gaussian in shape but drawn cheaply: each value is the
 // centred sum of the eight bytes of one random word of a splitmix64 stream
 // seeded by j.NoiseSeed (Irwin-Hall of order 8: within a few percent of
-// the normal density, cut off at 3.5 sigma), scaled to standard deviation
+// the normal density, cut off at 4.9 sigma), scaled to standard deviation
 // j.Noise.
 func finish(px []float32, j *Jitter) {
-	// A splitmix64 stream seeded from the Jitter.
+	const roundMagic float32 = 1 << 23 * 1.5
+	// Per column and channel, lighting is v*mul + add.
+	var mul, add [W * C]float32
+	for x := 0; x < W; x++ {
+		g := j.Brightness * (1 + j.Gradient*((float64(x)+0.5)/W*2-1))
+		for c := 0; c < C; c++ {
+			m := g * j.Cast[c]
+			mul[x*C+c] = float32(j.Contrast * m)
+			add[x*C+c] = float32((128 - 128*j.Contrast) * m)
+		}
+	}
+	// A splitmix64 stream seeded from the Jitter; the sum of the 8 bytes of
+	// a word has mean 1020 and variance 8*(256^2-1)/12.
 	state := j.NoiseSeed
-	// Sum of 8 bytes uniform on 0..255: mean 1020, variance 8*(256^2-1)/12.
-	const mean = 1020.0
-	k := j.Noise / math.Sqrt(8*(256*256-1)/12.0)
+	k := float32(j.Noise / math.Sqrt(8*(256*256-1)/12.0))
 	for y := 0; y < H; y++ {
-		for x := 0; x < W; x++ {
-			g := j.Brightness * (1 + j.Gradient*((float64(x)+0.5)/W*2-1))
-			o := (y*W + x) * C
-			for c := 0; c < C; c++ {
-				state += 0x9e3779b97f4a7c15
-				w := state
-				w = (w ^ (w >> 30)) * 0xbf58476d1ce4e5b9
-				w = (w ^ (w >> 27)) * 0x94d049bb133111eb
-				w ^= w >> 31
-				w = (w & 0x00ff00ff00ff00ff) + (w >> 8 & 0x00ff00ff00ff00ff)
-				w = (w & 0x0000ffff0000ffff) + (w >> 16 & 0x0000ffff0000ffff)
-				w = (w & 0xffffffff) + (w >> 32)
-				v := (float64(px[o+c])-128)*j.Contrast + 128
-				v = v*g*j.Cast[c] + (float64(w)-mean)*k
-				if v <= 0 {
-					v = 0
-				} else if v >= 255 {
-					v = 255
-				}
-				px[o+c] = float32(int(v + 0.5))
+		row := px[y*W*C : (y+1)*W*C]
+		for i := range row {
+			state += 0x9e3779b97f4a7c15
+			w := state
+			w = (w ^ (w >> 30)) * 0xbf58476d1ce4e5b9
+			w = (w ^ (w >> 27)) * 0x94d049bb133111eb
+			w ^= w >> 31
+			w = (w & 0x00ff00ff00ff00ff) + (w >> 8 & 0x00ff00ff00ff00ff)
+			w = (w & 0x0000ffff0000ffff) + (w >> 16 & 0x0000ffff0000ffff)
+			w = (w & 0xffffffff) + (w >> 32)
+			v := row[i]*mul[i] + add[i] + float32(int32(w)-1020)*k
+			if v <= 0 {
+				v = 0
+			} else if v >= 255 {
+				v = 255
 			}
+			// Adding and removing 1.5*2^23 rounds a float32 in 0..255 to
+			// the nearest integer (ties to even).
+			row[i] = (v + roundMagic) - roundMagic
 		}
 	}
 }
@@ -258,10 +266,11 @@ func (c *canvas) span(x0, y0, x1, y1 int, sd sdf, col RGB, shade func(u, v float
 				k = shade(u, v)
 			}
 			o := (y*W + x) * C
-			for ch := 0; ch < C; ch++ {
-				p := float64(c.px[o+ch])
-				c.px[o+ch] = float32(p + a*(k[ch]-p))
-			}
+			p := c.px[o : o+C : o+C]
+			af := float32(a)
+			p[0] += af * (float32(k[0]) - p[0])
+			p[1] += af * (float32(k[1]) - p[1])
+			p[2] += af * (float32(k[2]) - p[2])
 		}
 	}
 }

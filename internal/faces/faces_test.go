@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
+	"sort"
 	"testing"
 )
 
@@ -38,6 +40,11 @@ func TestSampleDeterministic(t *testing.T) {
 	x2, l2, w2 := Sample(42, ids, 50, 0.1)
 	if !reflect.DeepEqual(x1, x2) || !reflect.DeepEqual(l1, l2) || !reflect.DeepEqual(w1, w2) {
 		t.Fatal("Sample is not deterministic")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	x1p, _, _ := Sample(42, ids, 50, 0.1)
+	if !reflect.DeepEqual(x1, x1p) {
+		t.Fatal("Sample depends on GOMAXPROCS")
 	}
 	x3, _, _ := Sample(43, ids, 50, 0.1)
 	if reflect.DeepEqual(x1, x3) {
@@ -109,44 +116,56 @@ func eyeRow(id Identity, j Jitter) float64 {
 	return originY + j.DY + j.Scale*id.EyeY
 }
 
-// rowDiff is the mean absolute difference of a and b over rows y0..y1.
-func rowDiff(a, b []float32, y0, y1 int) float64 {
-	y0, y1 = max(y0, 0), min(y1, H-1)
+// meanDiff is the mean absolute difference of a and b over rows y0..y1 and
+// columns x0..x1 (inclusive, clipped to the image).
+func meanDiff(a, b []float32, y0, y1, x0, x1 int) float64 {
+	y0, y1, x0, x1 = max(y0, 0), min(y1, H-1), max(x0, 0), min(x1, W-1)
 	s, n := 0.0, 0
-	for o := y0 * W * C; o < (y1+1)*W*C; o++ {
-		s += math.Abs(float64(a[o] - b[o]))
-		n++
+	for y := y0; y <= y1; y++ {
+		for o := (y*W + x0) * C; o < (y*W+x1+1)*C; o++ {
+			s += math.Abs(float64(a[o] - b[o]))
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
 	}
 	return s / float64(n)
 }
 
 // TestSunglassesLocal renders each sample twice with the same Jitter, with
-// and without sunglasses: the eye rows change a lot, rows clear of the
-// lenses not at all (the noise field is part of the Jitter).
+// and without sunglasses. Over the three eye rows, between the outer edges
+// of the lenses, the images differ a lot; rows clear of the glasses do not
+// differ at all (the noise field is part of the Jitter).
 func TestSunglassesLocal(t *testing.T) {
-	ids := NewIdentities(5, 32)
+	ids := NewIdentities(5, 64)
 	r := rand.New(rand.NewPCG(1, 2))
 	plain, glasses := make([]float32, Size()), make([]float32, Size())
-	minEye, maxBelow := math.Inf(1), 0.0
-	for i := 0; i < 256; i++ {
+	var eyes []float64
+	maxAway := 0.0
+	for i := 0; i < 640; i++ {
 		id := ids[i%len(ids)]
 		j := RandomJitter(r)
 		Render(id, j, false, plain)
 		Render(id, j, true, glasses)
 		ey := int(math.Round(eyeRow(id, j)))
-		eye := rowDiff(plain, glasses, ey-1, ey+1)
-		// The lenses reach at most about 4.5 px below the eye centre.
-		below := rowDiff(plain, glasses, ey+7, H-1)
-		above := rowDiff(plain, glasses, 0, ey-9)
-		minEye = math.Min(minEye, eye)
-		maxBelow = math.Max(maxBelow, math.Max(below, above))
+		half := j.Scale * 1.5 * id.EyeDX // lens outer edges are >= 1.5*EyeDX+1 from the middle
+		x0, x1 := int(math.Round(originX+j.DX-half)), int(math.Round(originX+j.DX+half))
+		eyes = append(eyes, meanDiff(plain, glasses, ey-1, ey+1, x0, x1))
+		// The lenses reach at most about 5 px above or below the eye row.
+		away := max(meanDiff(plain, glasses, ey+8, H-1, 0, W-1), meanDiff(plain, glasses, 0, ey-8, 0, W-1))
+		maxAway = max(maxAway, away)
 	}
-	t.Logf("eye rows: min mean |diff| %.1f; rows away from the lenses: max %.2f", minEye, maxBelow)
-	if minEye < 25 {
-		t.Errorf("sunglasses change the eye rows by only %.1f levels on average", minEye)
+	sort.Float64s(eyes)
+	t.Logf("eye rows between the lenses' outer edges, mean |diff|: min %.1f, 5%% %.1f, median %.1f; rows away from the glasses: max %.2f",
+		eyes[0], eyes[len(eyes)/20], eyes[len(eyes)/2], maxAway)
+	// The weakest cases are dark skin under dim, flat lighting, where the
+	// lenses are still plainly visible (about 5x the noise level).
+	if eyes[0] < 20 || eyes[len(eyes)/2] < 60 {
+		t.Errorf("sunglasses change the eye rows too little: min %.1f, median %.1f levels", eyes[0], eyes[len(eyes)/2])
 	}
-	if maxBelow > 0 {
-		t.Errorf("sunglasses change rows away from the eyes by %.2f levels", maxBelow)
+	if maxAway > 0 {
+		t.Errorf("sunglasses change rows away from the eyes by %.2f levels", maxAway)
 	}
 }
 
@@ -161,8 +180,8 @@ func TestSunglassesMeanImage(t *testing.T) {
 		xg, _, _ := Sample(uint64(20+k), []Identity{id}, n, 1)
 		ms, mg := mean(xs, n), mean(xg, n)
 		ey := int(math.Round(originY + id.EyeY))
-		eye := rowDiff(ms, mg, ey-1, ey+1)
-		below := rowDiff(ms, mg, int(originY+id.MouthY)-1, H-1)
+		eye := meanDiff(ms, mg, ey-1, ey+1, 0, W-1)
+		below := meanDiff(ms, mg, int(originY+id.MouthY)-1, H-1, 0, W-1)
 		t.Logf("identity %d: mean-image |diff| eye rows %.1f, mouth and below %.1f", k, eye, below)
 		if eye < 20 || below > 3 || eye < 8*below {
 			t.Errorf("identity %d: eye rows differ by %.1f, rows below the mouth by %.1f", k, eye, below)
@@ -189,14 +208,11 @@ func sqDist(a, b []float32) float64 {
 	return s
 }
 
-// TestIdentitiesDistinct classifies fresh jittered samples of 32 identities
-// by the nearest mean image (plain pixel distance). Pixel nearest-centroid
-// is a weak classifier (a 3 px shift moves every edge), so passing it
-// means the identities differ in large, colour- and layout-level traits,
-// not just in details a CNN would have to find.
-func TestIdentitiesDistinct(t *testing.T) {
-	const k, train, test = 32, 40, 25
-	ids := NewIdentities(11, k)
+// nearestCentroid classifies fresh jittered samples of ids by the nearest
+// mean image (plain pixel distance, centroids from train samples each) and
+// returns the accuracy and the RMS distance of the closest two centroids.
+func nearestCentroid(ids []Identity, train, test int) (acc, minRMS float64) {
+	k := len(ids)
 	cent := make([][]float32, k)
 	for i, id := range ids {
 		x, _, _ := Sample(uint64(100+i), []Identity{id}, train, 0)
@@ -216,17 +232,61 @@ func TestIdentitiesDistinct(t *testing.T) {
 			right++
 		}
 	}
-	acc := float64(right) / float64(len(labels))
-	// Nearest pair of centroids, as RMS per value.
-	minRMS := math.Inf(1)
+	minRMS = math.Inf(1)
 	for i := range cent {
 		for j := i + 1; j < k; j++ {
-			minRMS = math.Min(minRMS, math.Sqrt(sqDist(cent[i], cent[j])/float64(Size())))
+			minRMS = min(minRMS, math.Sqrt(sqDist(cent[i], cent[j])/float64(Size())))
 		}
 	}
-	t.Logf("nearest-centroid accuracy %.3f on %d identities; closest centroids RMS %.1f levels", acc, k, minRMS)
+	return float64(right) / float64(len(labels)), minRMS
+}
+
+// TestIdentitiesDistinct checks that 32 identities can be told apart by
+// nearest-centroid classification on raw pixels. That classifier is weak
+// (a 3 px shift moves every edge; lighting scales every value), so passing
+// means the identities differ in large traits, which a small CNN finds
+// easily. A second run gives every identity the same backdrop and shirt,
+// so that the face alone has to carry the identity.
+func TestIdentitiesDistinct(t *testing.T) {
+	ids := NewIdentities(11, 32)
+	acc, rms := nearestCentroid(ids, 40, 25)
+	t.Logf("nearest-centroid accuracy %.3f on %d identities; closest centroids %.1f levels RMS", acc, len(ids), rms)
+	if acc < 0.9 {
+		t.Errorf("nearest-centroid accuracy %.3f < 0.9", acc)
+	}
+	same := append([]Identity(nil), ids...)
+	for i := range same {
+		same[i].Background, same[i].Background2 = RGB{128, 128, 128}, RGB{100, 100, 100}
+		same[i].Shirt = RGB{60, 60, 80}
+	}
+	acc, rms = nearestCentroid(same, 40, 25)
+	t.Logf("same backdrop and shirt: accuracy %.3f; closest centroids %.1f levels RMS", acc, rms)
 	if acc < 0.8 {
-		t.Errorf("nearest-centroid accuracy %.3f < 0.8", acc)
+		t.Errorf("with a shared backdrop, nearest-centroid accuracy %.3f < 0.8", acc)
+	}
+}
+
+// TestTraitDistance checks the rejection sampling keeps 64 identities
+// apart in trait space (random pairs: median about 1.2, 5th percentile
+// about 0.85).
+func TestTraitDistance(t *testing.T) {
+	ids := NewIdentities(0, 64)
+	m := math.Inf(1)
+	for i := range ids {
+		for j := i + 1; j < len(ids); j++ {
+			m = min(m, traitDist(traits(&ids[i]), traits(&ids[j])))
+		}
+	}
+	t.Logf("closest pair of 64 identities: trait distance %.2f", m)
+	if m < 0.85 {
+		t.Errorf("closest pair of 64 identities at trait distance %.2f < 0.85", m)
+	}
+	styles := map[HairStyle]int{}
+	for _, id := range ids {
+		styles[id.Style]++
+	}
+	if len(styles) != int(numHairStyles) {
+		t.Errorf("64 identities use only %d hair styles", len(styles))
 	}
 }
 
@@ -296,18 +356,21 @@ func BenchmarkDraw(b *testing.B) {
 // TestCullingExact checks that painting large shapes block by block gives
 // exactly the image of painting every pixel.
 func TestCullingExact(t *testing.T) {
-	ids := NewIdentities(21, 64)
-	r := rand.New(rand.NewPCG(3, 4))
 	a, b := make([]float32, Size()), make([]float32, Size())
 	defer func() { cull = true }()
-	for i := 0; i < 1280; i++ {
-		j := RandomJitter(r)
-		cull = true
-		Render(ids[i%len(ids)], j, i%2 == 0, a)
-		cull = false
-		Render(ids[i%len(ids)], j, i%2 == 0, b)
-		if !reflect.DeepEqual(a, b) {
-			t.Fatalf("sample %d (identity %d, style %v): block culling changes the image", i, i%len(ids), ids[i%len(ids)].Style)
+	for seed := uint64(0); seed < 3; seed++ {
+		ids := NewIdentities(seed+21, 64)
+		r := rand.New(rand.NewPCG(seed, 4))
+		for i := 0; i < 640; i++ {
+			id := ids[i%len(ids)]
+			j := RandomJitter(r)
+			cull = true
+			Render(id, j, i%2 == 0, a)
+			cull = false
+			Render(id, j, i%2 == 0, b)
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("seed %d sample %d (style %v): block culling changes the image", seed, i, id.Style)
+			}
 		}
 	}
 }

@@ -213,13 +213,16 @@ func newIdentity(r *rand.Rand) Identity {
 	id.Skin[2] += uni(r, -14, 6)
 	id.Skin = id.Skin.clamp()
 
-	// Hair: a natural colour, or rarely a dyed one.
-	if r.Float64() < 0.12 {
+	// Hair: a natural colour, or rarely a dyed one (with darker brows and
+	// no beard).
+	dyed := r.Float64() < 0.12
+	if dyed {
 		id.Hair = hsv(r.Float64(), uni(r, 0.45, 0.8), uni(r, 0.45, 0.85))
+		id.Brow = mix(id.Hair, RGB{35, 25, 20}, 0.7)
 	} else {
 		id.Hair = jitterColour(r, hairPalette[r.IntN(len(hairPalette))], 14)
+		id.Brow = mix(id.Hair, RGB{35, 25, 20}, 0.35)
 	}
-	id.Brow = mix(id.Hair, RGB{35, 25, 20}, 0.35)
 	id.Style = HairStyle(r.IntN(int(numHairStyles)))
 	id.HairVolume = uni(r, 1.5, 4.5)
 	id.Parting = uni(r, -1, 1)
@@ -246,10 +249,11 @@ func newIdentity(r *rand.Rand) Identity {
 	id.MouthW = uni(r, 3.5, 6.5)
 	id.Lip = mix(id.Skin.scale(0.78), RGB{175, 62, 72}, uni(r, 0.2, 0.6)).clamp()
 
-	if r.Float64() < 0.25 {
-		id.Beard = uni(r, 0.55, 0.95)
+	beard, moustache := r.Float64(), r.Float64()
+	if beard < 0.25 && !dyed {
+		id.Beard = 0.55 + 0.4*beard/0.25
 	}
-	id.Moustache = r.Float64() < 0.15 || (id.Beard > 0 && r.Float64() < 0.6)
+	id.Moustache = !dyed && (moustache < 0.15 || (id.Beard > 0 && moustache < 0.6))
 
 	if r.Float64() < 0.3 { // moles
 		for k := 1 + r.IntN(2); k > 0; k-- {
