@@ -160,7 +160,8 @@ func (p Pool) MaxPoolGrad(in, dout []float32, n, h, w, c, oh, ow int, din []floa
 
 // GradKernel adds the gradients of Forward's loss with respect to the HWIO
 // kernel and the bias into dk (KH*KW*C*OC) and db (OC), given the input and
-// the output gradient dout.
+// the output gradient dout. The batch is cut into a fixed number of parts
+// summed in order, so the result does not depend on the number of cores.
 func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 	oh, ow := OutSize(h, cv.KH, cv.SH), OutSize(w, cv.KW, cv.SW)
 	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
@@ -169,21 +170,29 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 	nk := cv.KH * cv.KW * cv.C * cv.OC
 	_ = dk[nk-1]
 	_ = db[cv.OC-1]
-	var mu sync.Mutex
-	parallel(n, 4, func(lo, hi int) {
-		pk, pb := make([]float32, nk), make([]float32, cv.OC)
-		C.bp_conv2d_grad_kernel(fptr(in[lo*inSz:]), fptr(dout[lo*outSz:]), C.int(hi-lo),
-			C.int(h), C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
-			C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), fptr(pk), fptr(pb))
-		mu.Lock()
-		for i, v := range pk {
+	const parts = 8
+	pk := make([][]float32, parts)
+	pb := make([][]float32, parts)
+	parallel(parts, 1, func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			a, b := n*p/parts, n*(p+1)/parts
+			if a == b {
+				continue
+			}
+			pk[p], pb[p] = make([]float32, nk), make([]float32, cv.OC)
+			C.bp_conv2d_grad_kernel(fptr(in[a*inSz:]), fptr(dout[a*outSz:]), C.int(b-a),
+				C.int(h), C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
+				C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), fptr(pk[p]), fptr(pb[p]))
+		}
+	})
+	for p := range pk {
+		for i, v := range pk[p] {
 			dk[i] += v
 		}
-		for i, v := range pb {
+		for i, v := range pb[p] {
 			db[i] += v
 		}
-		mu.Unlock()
-	})
+	}
 }
 
 // GradInput adds the gradient of Forward's loss with respect to its input to

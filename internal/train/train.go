@@ -1,0 +1,235 @@
+// Package train fits a model's weights by minibatch gradient descent on the
+// softmax cross-entropy, with gorgonia's symbolic differentiation over the
+// same graph code inference uses. Channels can be held at zero (pruned
+// channels stay pruned while fine-tuning).
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"badprune/internal/model"
+	"badprune/internal/nn"
+)
+
+// Data is a labelled set in memory, NHWC.
+type Data struct {
+	X      []float32
+	Labels []int
+}
+
+// N is the number of samples.
+func (d Data) N() int { return len(d.Labels) }
+
+// Options configure Fit.
+type Options struct {
+	Epochs    int
+	Batch     int
+	LR        float64
+	Optimizer string // "adam" (default) or "momentum" (SGD, momentum 0.9)
+	Seed      uint64 // shuffling order
+	// Masks holds output channels of Conv2D or Dense layers whose weights
+	// stay zero: their gradients are dropped and the weights re-zeroed
+	// after every step.
+	Masks map[string][]int
+	// OnEpoch, if set, is called after each epoch with its mean training
+	// loss; returning Stop ends training, another error aborts it.
+	OnEpoch func(epoch int, loss float64) error
+}
+
+// Stop ends training early when OnEpoch returns it.
+var Stop = errors.New("stop training")
+
+// Trainer holds a model's training graph.
+type Trainer struct {
+	m      *model.Model
+	opt    Options
+	gr     *model.Graph
+	y      *G.Node
+	yBuf   []float32
+	loss   *G.Node
+	params G.Nodes
+	vm     G.VM
+	solver G.Solver
+	masks  []mask
+}
+
+type mask struct {
+	kernel, bias []float32 // the layer's weights (the graph reads them)
+	oc           int
+	channels     []int
+}
+
+// New builds the training graph of m; Fit then changes m's weights in
+// place.
+func New(m *model.Model, opt Options) (*Trainer, error) {
+	if opt.Batch < 1 || opt.Epochs < 0 || !(opt.LR > 0) {
+		return nil, fmt.Errorf("train: batch %d, epochs %d, learning rate %v", opt.Batch, opt.Epochs, opt.LR)
+	}
+	gr, err := m.Build(model.GraphOptions{Batch: opt.Batch, Train: true})
+	if err != nil {
+		return nil, err
+	}
+	t := &Trainer{m: m, opt: opt, gr: gr}
+	k := m.Classes
+	t.yBuf = make([]float32, opt.Batch*k)
+	t.y = G.NewTensor(gr.G, tensor.Float32, 2, G.WithShape(opt.Batch, k), G.WithName("targets"),
+		G.WithValue(tensor.New(tensor.WithShape(opt.Batch, k), tensor.WithBacking(t.yBuf))))
+	logits := gr.Nodes[m.Output.Name]
+	if t.loss, err = nn.SoftmaxCrossEntropy(logits, t.y); err != nil {
+		return nil, err
+	}
+	for _, l := range m.Layers {
+		if p, ok := gr.Params[l.Name]; ok {
+			t.params = append(t.params, p[0])
+			if l.Bias != nil { // a layer without bias (use_bias false) keeps none
+				t.params = append(t.params, p[1])
+			}
+		}
+	}
+	if _, err := G.Grad(t.loss, t.params...); err != nil {
+		return nil, fmt.Errorf("train: gradient: %w", err)
+	}
+	for name, chans := range opt.Masks {
+		l := m.Layer(name)
+		if l == nil || (l.Kind != model.Conv2D && l.Kind != model.Dense) {
+			return nil, fmt.Errorf("train: cannot hold channels of %q", name)
+		}
+		oc := l.KernelShape[len(l.KernelShape)-1]
+		p := gr.Params[name]
+		mk := mask{kernel: p[0].Value().Data().([]float32), bias: p[1].Value().Data().([]float32), oc: oc, channels: chans}
+		for _, c := range chans {
+			if c < 0 || c >= oc {
+				return nil, fmt.Errorf("train: %q has no channel %d", name, c)
+			}
+		}
+		t.masks = append(t.masks, mk)
+	}
+	t.vm = G.NewTapeMachine(gr.G, G.BindDualValues(t.params...))
+	switch opt.Optimizer {
+	case "", "adam":
+		t.solver = G.NewAdamSolver(G.WithLearnRate(opt.LR))
+	case "momentum":
+		t.solver = G.NewMomentum(G.WithLearnRate(opt.LR), G.WithMomentum(0.9))
+	default:
+		return nil, fmt.Errorf("train: unknown optimizer %q", opt.Optimizer)
+	}
+	t.zeroMasked()
+	return t, nil
+}
+
+// Close releases the machine.
+func (t *Trainer) Close() { t.vm.Close() }
+
+func (t *Trainer) zeroMasked() {
+	for _, mk := range t.masks {
+		for _, c := range mk.channels {
+			for i := c; i < len(mk.kernel); i += mk.oc {
+				mk.kernel[i] = 0
+			}
+			mk.bias[c] = 0
+		}
+	}
+}
+
+// dropMaskedGrads zeroes the gradients of held channels.
+func (t *Trainer) dropMaskedGrads() error {
+	for _, mk := range t.masks {
+		for _, p := range t.params {
+			v := p.Value().Data().([]float32)
+			if &v[0] != &mk.kernel[0] && &v[0] != &mk.bias[0] {
+				continue
+			}
+			g, err := p.Grad()
+			if err != nil {
+				return err
+			}
+			gd := g.Data().([]float32)
+			oc := mk.oc
+			for _, c := range mk.channels {
+				for i := c; i < len(gd); i += oc {
+					gd[i] = 0
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Step trains on one batch (exactly Batch samples of x, NHWC, and labels)
+// and returns its loss.
+func (t *Trainer) Step(x []float32, labels []int) (float64, error) {
+	in := t.gr.X.Value().Data().([]float32)
+	copy(in, x)
+	clear(t.yBuf)
+	k := t.m.Classes
+	for i, l := range labels {
+		t.yBuf[i*k+l] = 1
+	}
+	if err := t.vm.RunAll(); err != nil {
+		return 0, err
+	}
+	defer t.vm.Reset()
+	loss := float64(t.loss.Value().Data().(float32))
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return loss, errors.New("train: the loss diverged (lower the learning rate)")
+	}
+	if err := t.dropMaskedGrads(); err != nil {
+		return 0, err
+	}
+	if err := t.solver.Step(G.NodesToValueGrads(t.params)); err != nil {
+		return 0, err
+	}
+	t.zeroMasked()
+	return loss, nil
+}
+
+// Fit trains for the configured epochs, each a pass over a fresh shuffle
+// of d in full batches, and returns the mean loss of each epoch.
+func (t *Trainer) Fit(ctx context.Context, d Data) ([]float64, error) {
+	b := t.opt.Batch
+	if d.N() < b {
+		return nil, fmt.Errorf("train: %d samples for a batch of %d", d.N(), b)
+	}
+	h, w, c := t.m.InputShape()
+	sz := h * w * c
+	r := rand.New(rand.NewPCG(t.opt.Seed, 0x7a11))
+	x := make([]float32, b*sz)
+	labels := make([]int, b)
+	var losses []float64
+	for e := 1; e <= t.opt.Epochs; e++ {
+		perm := r.Perm(d.N())
+		sum, batches := 0.0, 0
+		for lo := 0; lo+b <= len(perm); lo += b {
+			if err := ctx.Err(); err != nil {
+				return losses, err
+			}
+			for i, j := range perm[lo : lo+b] {
+				copy(x[i*sz:(i+1)*sz], d.X[j*sz:(j+1)*sz])
+				labels[i] = d.Labels[j]
+			}
+			loss, err := t.Step(x, labels)
+			if err != nil {
+				return losses, err
+			}
+			sum += loss
+			batches++
+		}
+		losses = append(losses, sum/float64(batches))
+		if t.opt.OnEpoch != nil {
+			if err := t.opt.OnEpoch(e, losses[len(losses)-1]); err != nil {
+				if errors.Is(err, Stop) {
+					return losses, nil
+				}
+				return losses, err
+			}
+		}
+	}
+	return losses, nil
+}

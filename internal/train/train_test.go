@@ -1,0 +1,213 @@
+package train
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"badprune/internal/fixture"
+	"badprune/internal/infer"
+	"badprune/internal/model"
+	"badprune/internal/oracle"
+)
+
+// toy is a small convnet over 12x10 RGB images of k classes.
+func toy(t *testing.T, k int, seed uint64) *model.Model {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 1))
+	w := func(n int, std float64) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * std)
+		}
+		return v
+	}
+	in := &model.Layer{Name: "in", Kind: model.Input, Shape: []int{12, 10, 3}}
+	c1 := &model.Layer{Name: "c1", Kind: model.Conv2D, Inputs: []string{"in"}, Act: "relu", SH: 1, SW: 1,
+		KernelShape: []int{3, 3, 3, 6}, Kernel: w(162, 0.3), Bias: w(6, 0.05)}
+	p1 := &model.Layer{Name: "p1", Kind: model.MaxPool, Inputs: []string{"c1"}, KH: 2, KW: 2, SH: 2, SW: 2}
+	f := &model.Layer{Name: "f", Kind: model.Flatten, Inputs: []string{"p1"}}
+	d := &model.Layer{Name: "d", Kind: model.Dense, Inputs: []string{"f"}, Act: "relu", KernelShape: []int{5 * 4 * 6, 8}, Kernel: w(960, 0.15), Bias: w(8, 0.05)}
+	o := &model.Layer{Name: "out", Kind: model.Dense, Inputs: []string{"d"}, Act: "softmax", KernelShape: []int{8, k}, Kernel: w(8*k, 0.4), Bias: w(k, 0.05)}
+	m, err := model.New("toy", []*model.Layer{in, c1, p1, f, d, o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// quadrants: class = which quadrant of the image is bright.
+func quadrants(r *rand.Rand, n int) Data {
+	d := Data{X: make([]float32, n*12*10*3), Labels: make([]int, n)}
+	for i := 0; i < n; i++ {
+		c := r.IntN(4)
+		d.Labels[i] = c
+		for y := 0; y < 12; y++ {
+			for x := 0; x < 10; x++ {
+				v := 0.2 * r.Float64()
+				if (y >= 6) == (c/2 == 1) && (x >= 5) == (c%2 == 1) {
+					v += 0.8
+				}
+				for ch := 0; ch < 3; ch++ {
+					d.X[((i*12+y)*10+x)*3+ch] = float32(v)
+				}
+			}
+		}
+	}
+	return d
+}
+
+func accuracy(t *testing.T, m *model.Model, d Data) float64 {
+	cl, err := infer.NewClassifier(m, d.N())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	p := make([]int, d.N())
+	if err := cl.Predict(d.X, d.N(), p); err != nil {
+		t.Fatal(err)
+	}
+	hit := 0
+	for i := range p {
+		if p[i] == d.Labels[i] {
+			hit++
+		}
+	}
+	return float64(hit) / float64(d.N())
+}
+
+func TestFitLearns(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	trainSet, testSet := quadrants(r, 256), quadrants(r, 128)
+	for _, optName := range []string{"adam", "momentum"} {
+		m := toy(t, 4, 7)
+		lr := 0.01
+		if optName == "momentum" {
+			lr = 0.05
+		}
+		tr, err := New(m, Options{Epochs: 15, Batch: 32, LR: lr, Optimizer: optName, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses, err := tr.Fit(context.Background(), trainSet)
+		tr.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !(losses[len(losses)-1] < losses[0]/4) {
+			t.Errorf("%s: loss %v -> %v, want it to fall by 4x", optName, losses[0], losses[len(losses)-1])
+		}
+		if acc := accuracy(t, m, testSet); acc < 0.95 {
+			t.Errorf("%s: held-out accuracy %.3f, want >= 0.95", optName, acc)
+		}
+	}
+}
+
+// xent is the oracle's mean softmax cross-entropy of the model on d, in
+// float64.
+func xent(m *model.Model, d Data) float64 {
+	h, w, c := m.InputShape()
+	sz := h * w * c
+	total := 0.0
+	for i := 0; i < d.N(); i++ {
+		z := oracle.Logits(m, d.X[i*sz:(i+1)*sz], oracle.Options{})
+		mx := math.Inf(-1)
+		for _, v := range z {
+			mx = math.Max(mx, v)
+		}
+		s := 0.0
+		for _, v := range z {
+			s += math.Exp(v - mx)
+		}
+		total += mx + math.Log(s) - z[d.Labels[i]]
+	}
+	return total / float64(d.N())
+}
+
+// TestGradients checks the graph's gradients of every parameter of a model
+// using every layer type against central differences of the oracle's loss.
+func TestGradients(t *testing.T) {
+	m, err := fixture.General(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, w, c := m.InputShape()
+	r := rand.New(rand.NewPCG(8, 8))
+	const n = 4
+	d := Data{X: fixture.RandomImages(r, n, h, w, c), Labels: []int{0, 3, 1, 4}}
+	tr, err := New(m, Options{Epochs: 1, Batch: n, LR: 1e-9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	copy(tr.gr.X.Value().Data().([]float32), d.X)
+	for i, l := range d.Labels {
+		tr.yBuf[i*m.Classes+l] = 1
+	}
+	if err := tr.vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, p := range tr.params {
+		g, err := p.Grad()
+		if err != nil {
+			t.Fatal(err)
+		}
+		grad := slices.Clone(g.Data().([]float32))
+		vals := p.Value().Data().([]float32)
+		for _, i := range r.Perm(len(vals))[:min(6, len(vals))] {
+			old := vals[i]
+			const eps = 1e-5
+			// Small steps stay clear of ReLU and max-pool switches; divide by
+			// the steps float32 can actually take.
+			vals[i] = old + eps
+			hi := float64(vals[i])
+			up := xent(m, d)
+			vals[i] = old - eps
+			lo := float64(vals[i])
+			down := xent(m, d)
+			vals[i] = old
+			fd := (up - down) / (hi - lo)
+			if math.Abs(fd-float64(grad[i])) > 2e-3*(1+math.Abs(fd)) {
+				t.Errorf("%s[%d]: gradient %g, finite difference %g", p.Name(), i, grad[i], fd)
+			}
+			checked++
+		}
+	}
+	if checked < 40 {
+		t.Fatalf("checked only %d entries", checked)
+	}
+}
+
+func TestMasksAndDeterminism(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	d := quadrants(r, 96)
+	run := func() *model.Model {
+		m := toy(t, 4, 9)
+		tr, err := New(m, Options{Epochs: 3, Batch: 16, LR: 0.01, Seed: 5, Masks: map[string][]int{"c1": {1, 4}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		if _, err := tr.Fit(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	a, b := run(), run()
+	c1 := a.Layer("c1")
+	if got := c1.ZeroChannels(); !slices.Equal(got, []int{1, 4}) {
+		t.Errorf("held channels: zero channels %v, want [1 4]", got)
+	}
+	before := toy(t, 4, 9)
+	if slices.Equal(before.Layer("d").Kernel, a.Layer("d").Kernel) {
+		t.Errorf("training changed nothing")
+	}
+	for i, l := range a.Layers {
+		if !slices.Equal(l.Kernel, b.Layers[i].Kernel) || !slices.Equal(l.Bias, b.Layers[i].Bias) {
+			t.Errorf("layer %s: two runs with one seed differ", l.Name)
+		}
+	}
+}
