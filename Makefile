@@ -22,9 +22,16 @@ deps:
 build: deps
 	$(GO) build -o $(BIN) ./cmd/badprune
 
+# Unit tests, then a few seconds of fuzzing per reader (seeded from
+# testdata/; findings become files under testdata/fuzz and regression tests).
+FUZZ := -run='^$$' -fuzztime=3s -fuzzminimizetime=20x
 test: deps
 	$(GO) vet ./...
 	$(GO) test ./...
+	$(GO) test $(FUZZ) -fuzz='^FuzzDecode$$' ./internal/imageio
+	$(GO) test $(FUZZ) -fuzz='^FuzzConfig$$' ./internal/model
+	$(GO) test $(FUZZ) -fuzz='^FuzzDataFile$$' ./cmd/badprune
+	$(GO) test $(FUZZ) -fuzz='^FuzzModelFile$$' ./cmd/badprune
 
 demo: build
 	$(BIN) eval --model testdata/tiny/model_full.h5 --test testdata/tiny/clean_u8_nchw.h5 --bd-test testdata/tiny/bd_u8_nchw.h5

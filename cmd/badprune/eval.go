@@ -17,7 +17,6 @@ import (
 	"badprune/internal/h5data"
 	"badprune/internal/infer"
 	"badprune/internal/model"
-	"badprune/internal/progress"
 	"badprune/internal/report"
 )
 
@@ -50,11 +49,14 @@ type dataFlags struct {
 	Batch    int
 }
 
-func (d *dataFlags) bind(c *cobra.Command) {
+func (d *dataFlags) bind(c *cobra.Command, batch bool) {
+	d.Batch = infer.DefaultBatch
 	c.Flags().StringVar(&d.DataKey, "data-key", "data", "name of the images dataset in the data files")
 	c.Flags().StringVar(&d.LabelKey, "label-key", "label", "name of the labels dataset in the data files")
 	c.Flags().Float64Var(&d.Scale, "scale", 1, "multiply every pixel by this (the lab's B takes raw 0..255)")
-	c.Flags().IntVar(&d.Batch, "batch", infer.DefaultBatch, "images per batch")
+	if batch {
+		c.Flags().IntVar(&d.Batch, "batch", infer.DefaultBatch, "images per batch")
+	}
 }
 
 func (d *dataFlags) check() error {
@@ -111,7 +113,7 @@ their label, the attacker's target.`,
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress on stderr")
 	f.Float64Var(&o.MaxASR, "max-asr", 0, "CI gate: fail (exit 3) when a G row's (B's without --goodnet) attack success is above this percentage")
 	f.Float64Var(&o.MinAcc, "min-acc", 0, "CI gate: fail (exit 3) when a G row's (B's without --goodnet) clean accuracy is below this percentage")
-	o.data.bind(c)
+	o.data.bind(c, true)
 	return c
 }
 
@@ -246,10 +248,7 @@ func runEval(c *cobra.Command, o *evalOptions) error {
 		}
 		defer bd.Close()
 	}
-	rep := progress.New(o.ios.Err)
-	if o.Quiet {
-		rep = progress.New(nil)
-	}
+	rep := reporter(o.ios.Err, o.Quiet)
 	rows, err := goodnet.Evaluate(ctx, b, repaired, test, bd, o.data.Batch, rep)
 	if err != nil {
 		return err

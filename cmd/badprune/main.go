@@ -10,7 +10,15 @@ import (
 	"syscall"
 )
 
+// envChild marks the process that does the work under a supervisor.
+const envChild = "BADPRUNE_CHILD"
+
 func main() {
+	if os.Getenv(envChild) == "" && os.Getenv("BADPRUNE_NO_SUPERVISOR") == "" {
+		if code, ok := supervise(os.Args[1:]); ok {
+			os.Exit(code)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var sig atomic.Int32
 	ch := make(chan os.Signal, 2)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -16,9 +17,9 @@ import (
 	"badprune/internal/atomicfile"
 	"badprune/internal/h5data"
 	"badprune/internal/model"
-	"badprune/internal/progress"
 	"badprune/internal/prune"
 	"badprune/internal/report"
+	"badprune/internal/train"
 )
 
 type repairOptions struct {
@@ -33,6 +34,8 @@ type repairOptions struct {
 	Force      bool
 	Quiet      bool
 	data       dataFlags
+	ft         finetuneFlags
+	Finetune   bool
 
 	bdValidSet bool
 }
@@ -68,7 +71,9 @@ changed. The whole curve goes to prune_log.json and prune_log.csv.`,
 	f.StringVar(&o.Out, "out", "out/", "output folder")
 	f.BoolVar(&o.Force, "force", false, "overwrite existing outputs")
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress on stderr")
-	o.data.bind(c)
+	f.BoolVar(&o.Finetune, "finetune", false, "fine-tune each saved B' on the clean validation set (writes finetuned_<X>.h5; settings --ft-*)")
+	o.data.bind(c, true)
+	o.ft.bind(c, "ft-")
 	return c
 }
 
@@ -122,6 +127,11 @@ func runRepair(c *cobra.Command, o *repairOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.Finetune {
+		if err := o.ft.check("ft-"); err != nil {
+			return err
+		}
+	}
 	bdPath := o.BDValid
 	if !o.bdValidSet && !exists(bdPath) {
 		bdPath = ""
@@ -148,6 +158,9 @@ func runRepair(c *cobra.Command, o *repairOptions) error {
 	outs := []string{logJSON, logCSV}
 	for _, x := range ths {
 		outs = append(outs, filepath.Join(o.Out, "repaired_"+thresholdName(x)+".h5"))
+		if o.Finetune {
+			outs = append(outs, filepath.Join(o.Out, "finetuned_"+thresholdName(x)+".h5"))
+		}
 	}
 	if err := outputsFree(outs, []string{o.Model, o.Valid, bdPath}, o.Force); err != nil {
 		return err
@@ -167,10 +180,7 @@ func runRepair(c *cobra.Command, o *repairOptions) error {
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return fmt.Errorf("--out %s: %w", o.Out, osErr(err))
 	}
-	rep := progress.New(o.ios.Err)
-	if o.Quiet {
-		rep = progress.New(nil)
-	}
+	rep := reporter(o.ios.Err, o.Quiet)
 	curve, err := prune.Run(ctx, prune.Config{Model: b, Layer: layer, RankLayer: rank, Valid: valid, BDValid: bd, Batch: o.data.Batch, Progress: rep})
 	if err != nil {
 		return err
@@ -187,10 +197,14 @@ func runRepair(c *cobra.Command, o *repairOptions) error {
 		asr := curve.Step(0).ASR
 		log.BaseASR = &asr
 	}
+	var ftClean, ftBD train.Data // loaded once, for --finetune
 	curve.Each(func(s prune.Step) {
 		log.Steps = append(log.Steps, report.Step{Step: s.K, Channel: s.Channel, Fraction: s.Fraction, ValidAcc: s.Acc, ValidASR: asrPtr(s.ASR)})
 	})
 	for _, x := range ths {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		k, ok := curve.Saved(x)
 		if !ok {
 			last := curve.Step(len(curve.Order))
@@ -209,7 +223,30 @@ func runRepair(c *cobra.Command, o *repairOptions) error {
 		if err := bp.WriteCopy(file, o.Force, layer); err != nil {
 			return err
 		}
-		log.Saved[thresholdName(x)] = report.Saved{Step: k, File: file, ValidAcc: st.Acc, ValidASR: asrPtr(st.ASR), Pruned: pruned}
+		saved := report.Saved{Step: k, File: file, ValidAcc: st.Acc, ValidASR: asrPtr(st.ASR), Pruned: pruned}
+		if o.Finetune {
+			if ftClean.N() == 0 {
+				if ftClean, err = loadSet(ctx, &o.data, o.Valid, b); err != nil {
+					return err
+				}
+				if bdPath != "" {
+					if ftBD, err = loadSet(ctx, &o.data, bdPath, b); err != nil {
+						return err
+					}
+				}
+			}
+			var ftLog io.Writer = o.ios.Err
+			if o.Quiet {
+				ftLog = nil
+			}
+			if saved.Finetune, err = finetuneSaved(ctx, o, bp, "repaired_"+thresholdName(x)+".h5", ftClean, ftBD, ftLog); err != nil {
+				return err
+			}
+		}
+		log.Saved[thresholdName(x)] = saved
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if err := report.Write(logJSON, log, o.Force); err != nil {
 		return err

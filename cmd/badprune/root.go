@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"badprune/internal/progress"
 )
 
 // Exit codes, documented in the README.
@@ -49,7 +51,16 @@ func newRootCmd(ctx context.Context, ios ioStreams) *cobra.Command {
 
 // run executes the command line and returns the exit code; errors reach
 // the user here, once.
-func run(ctx context.Context, args []string, ios ioStreams) int {
+func run(ctx context.Context, args []string, ios ioStreams) (code int) {
+	defer func() {
+		// A bug must not end in a stack trace on a user's terminal: one line,
+		// and a failing exit. Outputs are written atomically, so none is left
+		// half-written.
+		if p := recover(); p != nil {
+			fmt.Fprintf(ios.Err, "badprune: internal error: %v (please report it)\n", p)
+			code = exitError
+		}
+	}()
 	root := newRootCmd(ctx, ios)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -81,4 +92,19 @@ func osErr(err error) error {
 func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// envTTY tells a supervised child that the user's stderr is a terminal
+// (its own is a pipe to the supervisor).
+const envTTY = "BADPRUNE_STDERR_TTY"
+
+func isTerminal(w io.Writer) bool { return progress.IsTerminal(w) }
+
+// reporter shows progress on w unless quiet: a bar on a terminal, plain
+// lines otherwise.
+func reporter(w io.Writer, quiet bool) *progress.Reporter {
+	if quiet {
+		return progress.New(nil, false)
+	}
+	return progress.New(w, isTerminal(w) || os.Getenv(envTTY) == "1")
 }

@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"badprune/internal/guard"
 )
 
 // File is an output being written.
@@ -45,6 +47,7 @@ func Create(path string, force bool) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot write: %w", path, errors.Unwrap(err))
 	}
+	guard.Temp(tmp.Name())
 	return &File{File: tmp, path: path, force: force}, nil
 }
 
@@ -70,6 +73,9 @@ func (f *File) Commit() error {
 	}
 	if err != nil {
 		os.Remove(tmp)
+	}
+	guard.Done(tmp)
+	if err != nil {
 		return fmt.Errorf("%s: %w", f.path, err)
 	}
 	return nil
@@ -83,6 +89,7 @@ func (f *File) Abort() {
 	f.done = true
 	f.Close()
 	os.Remove(f.Name())
+	guard.Done(f.Name())
 }
 
 // WriteFile writes data to path atomically.

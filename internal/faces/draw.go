@@ -24,7 +24,7 @@ type Jitter struct {
 	Gaze      float64 // horizontal iris offset, px, +/-0.6
 	BrowRaise float64 // brow lift, px, -0.4..0.8
 
-	Noise     float64 // std of the (near-Gaussian) pixel noise, 4..8 levels
+	Noise     float64 // std of the (near-Gaussian) pixel noise, 1.5..3 levels
 	NoiseSeed uint64  // seed of the noise field
 
 	Glasses Glasses // how the sunglasses look if worn
@@ -66,7 +66,7 @@ func RandomJitter(r *rand.Rand) Jitter {
 	j.Smile = uni(r, -0.3, 0.6)
 	j.Gaze = uni(r, -0.6, 0.6)
 	j.BrowRaise = uni(r, -0.4, 0.8)
-	j.Noise = uni(r, 4, 8)
+	j.Noise = uni(r, 1.5, 3)
 	j.NoiseSeed = r.Uint64()
 	g := &j.Glasses
 	g.Rect = r.IntN(2) == 1

@@ -125,12 +125,24 @@ package h5
 //   return rc;
 // }
 //
-// static int bp_type_info(hid_t ds, int *cls, size_t *size, int *sign, int *order) {
+// // bp_type_info describes a dataset's element type; std reports whether it
+// // is one of the standard integer or IEEE float types (a damaged file can
+// // declare a float of billions of bits, which the library then converts
+// // forever).
+// static int bp_type_info(hid_t ds, int *cls, size_t *size, int *sign, int *order, int *std) {
 //   hid_t t = H5Dget_type(ds);
 //   if (t < 0) return -1;
 //   *cls = H5Tget_class(t); *size = H5Tget_size(t);
 //   *sign = *cls == H5T_INTEGER ? H5Tget_sign(t) : -1;
 //   *order = H5Tget_order(t);
+//   hid_t stds[] = {H5T_STD_I8LE, H5T_STD_I8BE, H5T_STD_U8LE, H5T_STD_U8BE,
+//     H5T_STD_I16LE, H5T_STD_I16BE, H5T_STD_U16LE, H5T_STD_U16BE,
+//     H5T_STD_I32LE, H5T_STD_I32BE, H5T_STD_U32LE, H5T_STD_U32BE,
+//     H5T_STD_I64LE, H5T_STD_I64BE, H5T_STD_U64LE, H5T_STD_U64BE,
+//     H5T_IEEE_F32LE, H5T_IEEE_F32BE, H5T_IEEE_F64LE, H5T_IEEE_F64BE};
+//   *std = 0;
+//   for (size_t i = 0; i < sizeof(stds) / sizeof(stds[0]); i++)
+//     if (H5Tequal(t, stds[i]) > 0) { *std = 1; break; }
 //   H5Tclose(t);
 //   return 0;
 // }
@@ -146,6 +158,8 @@ import (
 	"unsafe"
 
 	"gonum.org/v1/hdf5"
+
+	"badprune/internal/guard"
 )
 
 // Locked runs fn, which calls the HDF5 library, on one OS thread with the
@@ -165,6 +179,7 @@ const hdf5Signature = "\x89HDF\r\n\x1a\n"
 // Open opens an HDF5 file read-only, with errors that say what is wrong:
 // missing, unreadable, not HDF5, or damaged.
 func Open(path string) (*hdf5.File, error) {
+	guard.Reading(path)
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, errors.Unwrap(err) // os adds the path; callers add it once
@@ -217,12 +232,15 @@ func (t Type) String() string {
 
 // TypeOf reports the element type of ds.
 func TypeOf(ds *hdf5.Dataset) (Type, error) {
-	var cls, sign, order C.int
+	var cls, sign, order, std C.int
 	var size C.size_t
-	if C.bp_type_info(C.hid_t(ds.ID()), &cls, &size, &sign, &order) < 0 {
+	if C.bp_type_info(C.hid_t(ds.ID()), &cls, &size, &sign, &order, &std) < 0 {
 		return Type{}, errors.New("cannot read the element type")
 	}
 	t := Type{Size: int(size), BigEndian: order == C.H5T_ORDER_BE}
+	if std == 0 {
+		return t, nil // Other: not a type badprune reads
+	}
 	switch cls {
 	case C.H5T_INTEGER:
 		t.Class = Int

@@ -13,8 +13,13 @@ import (
 
 	"gonum.org/v1/hdf5"
 
+	"badprune/internal/guard"
 	"badprune/internal/h5"
 )
+
+// MaxSamples bounds the samples of a set: a damaged or hostile file can
+// claim any size in a few bytes.
+const MaxSamples = 50_000_000
 
 // Options say where the data are and what they must fit.
 type Options struct {
@@ -131,6 +136,9 @@ func (s *Set) init(opt Options) error {
 	if s.N == 0 {
 		return fmt.Errorf("dataset %q is empty", opt.DataKey)
 	}
+	if s.N > MaxSamples {
+		return fmt.Errorf("dataset %q claims %d samples, more than badprune reads (%d)", opt.DataKey, s.N, MaxSamples)
+	}
 	return s.readLabels(opt)
 }
 
@@ -161,12 +169,24 @@ func (s *Set) readLabels(opt Options) error {
 	if n != s.N {
 		return fmt.Errorf("%d labels in %q for %d images in %q", n, opt.LabelKey, s.N, opt.DataKey)
 	}
-	v := make([]float64, n)
-	if err := h5.ReadFloat64(ds, []int{0}, []int{n}, v); err != nil {
-		return fmt.Errorf("dataset %q: %w", opt.LabelKey, err)
-	}
 	s.Labels = make([]int, n)
-	for i, x := range v {
+	const chunk = 1 << 16
+	v := make([]float64, min(n, chunk))
+	for lo := 0; lo < n; lo += chunk {
+		k := min(chunk, n-lo)
+		if err := h5.ReadFloat64(ds, []int{lo}, []int{k}, v[:k]); err != nil {
+			return fmt.Errorf("dataset %q: %w", opt.LabelKey, err)
+		}
+		if err := s.checkLabels(opt, lo, v[:k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Set) checkLabels(opt Options, lo int, v []float64) error {
+	for j, x := range v {
+		i := lo + j
 		switch {
 		case math.IsNaN(x) || math.IsInf(x, 0):
 			return fmt.Errorf("dataset %q: label of sample %d is %v", opt.LabelKey, i, x)
@@ -219,6 +239,7 @@ func (s *Set) Read(start, n int, dst, raw []float32) error {
 	} else {
 		cnt = []int{n, s.H, s.W, s.C}
 	}
+	guard.Reading(s.Path)
 	if err := h5.Locked(func() error { return h5.ReadFloat32(s.data, []int{start, 0, 0, 0}, cnt, buf) }); err != nil {
 		return fmt.Errorf("%s: dataset %q, samples %d..%d: %w", s.Path, s.key, start, start+n-1, err)
 	}
@@ -311,4 +332,18 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 		free <- it.b.X[:cap(it.b.X)]
 	}
 	return ctx.Err()
+}
+
+// ReadAll reads every image of the set into memory (NHWC float32).
+func (s *Set) ReadAll(ctx context.Context) ([]float32, error) {
+	sz := s.ImageSize()
+	x := make([]float32, s.N*sz)
+	err := s.Stream(ctx, 512, func(b Batch) error {
+		copy(x[b.Start*sz:], b.X)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return x, nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"badprune/internal/atomicfile"
+	"badprune/internal/guard"
 	"badprune/internal/h5"
 )
 
@@ -61,6 +62,7 @@ func Create(path string, n, h, w, c int, st Storage, force bool) (*Writer, error
 	}
 	wr := &Writer{path: path, n: n, h: h, w: w, c: c, st: st, integral: dt == h5.StoreUint8 || dt == h5.StoreInt16 || dt == h5.StoreInt64}
 	wr.tmp = filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.tmp-%d", filepath.Base(path), os.Getpid()))
+	guard.Temp(wr.tmp)
 	dims := []int{n, h, w, c}
 	if st.ChannelsFirst {
 		dims = []int{n, c, h, w}
@@ -145,6 +147,9 @@ func (wr *Writer) Close() error {
 	}
 	if err != nil {
 		os.Remove(wr.tmp)
+	}
+	guard.Done(wr.tmp)
+	if err != nil {
 		return fmt.Errorf("%s: %w", wr.path, err)
 	}
 	return nil
@@ -165,4 +170,5 @@ func (wr *Writer) Abort() {
 		})
 	}
 	os.Remove(wr.tmp)
+	guard.Done(wr.tmp)
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"badprune/internal/atomicfile"
+	"badprune/internal/guard"
 	"badprune/internal/h5"
 )
 
@@ -31,6 +32,8 @@ func (m *Model) Create(path string, layout Layout, force bool) error {
 		return err
 	}
 	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.tmp-%d", filepath.Base(path), os.Getpid()))
+	guard.Temp(tmp)
+	defer guard.Done(tmp)
 	if err := h5.Locked(func() error { return m.create(tmp, layout) }); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("%s: %w", path, err)

@@ -25,15 +25,20 @@ type Reporter struct {
 	lastDraw time.Time
 }
 
-// New reports to w; nothing is written when w is nil.
-func New(w io.Writer) *Reporter {
-	r := &Reporter{w: w}
-	if f, ok := w.(*os.File); ok {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			r.tty = true
-		}
+// New reports to w, drawing a bar when tty is set; nothing is written when
+// w is nil.
+func New(w io.Writer, tty bool) *Reporter {
+	return &Reporter{w: w, tty: tty}
+}
+
+// IsTerminal reports whether w is a terminal.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
 	}
-	return r
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // Start begins a task of total units (images, steps, ...).
