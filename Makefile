@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin/badprune
 export CGO_ENABLED := 1
 
-.PHONY: all deps build test demo bench bench-peer fixtures clean
+.PHONY: all deps build test demo bench bench-peer fixtures fixtures-lab clean
 
 all: build
 
@@ -33,12 +33,33 @@ test: deps
 	$(GO) test $(FUZZ) -fuzz='^FuzzDataFile$$' ./cmd/badprune
 	$(GO) test $(FUZZ) -fuzz='^FuzzModelFile$$' ./cmd/badprune
 
+# The defense end to end on the demo lab (testdata/lab, the lab's layout):
+# prune, fine-tune B'_4, evaluate B, each B' and G, and plot; then the same
+# against the pruning-aware BadNet. Everything goes to out/demo/.
+DEMO     := out/demo
+LAB      := testdata/lab
+FT       := --lr 3e-3 --l2 1e-3 --epochs 8 --patience 0 -q --force
 demo: build
-	$(BIN) eval --model testdata/tiny/model_full.h5 --test testdata/tiny/clean_u8_nchw.h5 --bd-test testdata/tiny/bd_u8_nchw.h5
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)/pruning-aware
+	@echo "== the demo BadNet: repair (prune conv_3), fine-tune B'_4, evaluate, plot"
+	cd $(LAB) && ../../$(BIN) repair -q --out ../../$(DEMO)
+	cd $(LAB) && ../../$(BIN) finetune --model ../../$(DEMO)/repaired_4.h5 --out ../../$(DEMO)/finetuned_4.h5 $(FT)
+	cd $(LAB) && ../../$(BIN) eval --goodnet -q --repaired ../../$(DEMO)/ --repaired ../../$(DEMO)/finetuned_4.h5 --out ../../$(DEMO)
+	$(BIN) plot --log $(DEMO)/prune_log.json --eval $(DEMO)/eval.json --out $(DEMO)
+	@echo
+	@echo "== the pruning-aware BadNet: pruning alone, then fine-pruning"
+	cd $(LAB) && ../../$(BIN) repair -q --model models/pa_bd_net.h5 --out ../../$(DEMO)/pruning-aware
+	cd $(LAB) && ../../$(BIN) finetune --model ../../$(DEMO)/pruning-aware/repaired_4.h5 --out ../../$(DEMO)/pruning-aware/finetuned_4.h5 $(FT)
+	cd $(LAB) && ../../$(BIN) eval --goodnet -q --model models/pa_bd_net.h5 --repaired ../../$(DEMO)/pruning-aware/ --repaired ../../$(DEMO)/pruning-aware/finetuned_4.h5 --out ../../$(DEMO)/pruning-aware
+	$(BIN) plot --log $(DEMO)/pruning-aware/prune_log.json --eval $(DEMO)/pruning-aware/eval.json --out $(DEMO)/pruning-aware
 
-# Regenerate testdata/ (same code, same bytes).
+# Regenerate testdata/ (same code, same bytes): the tiny fixtures and seed
+# images; fixtures-lab also retrains the demo's two BadNets (minutes).
 fixtures: deps
 	$(GO) run ./cmd/mkfixture -out testdata
+
+fixtures-lab: deps
+	$(GO) run ./cmd/mkfixture -out testdata -lab
 
 clean:
 	rm -rf bin out

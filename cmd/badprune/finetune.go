@@ -18,17 +18,23 @@ import (
 
 // finetuneFlags are the fine-tuning settings finetune and repair share.
 type finetuneFlags struct {
-	Epochs   int
-	LR       float64
-	Batch    int
-	Holdout  float64
-	Seed     uint64
-	Patience int
+	Optimizer string
+	L2        float64
+	Cosine    bool
+	Epochs    int
+	LR        float64
+	Batch     int
+	Holdout   float64
+	Seed      uint64
+	Patience  int
 }
 
 func (f *finetuneFlags) bind(c *cobra.Command, prefix string) {
 	fs := c.Flags()
 	fs.IntVar(&f.Epochs, prefix+"epochs", 10, "fine-tuning epochs (at most)")
+	fs.StringVar(&f.Optimizer, prefix+"optimizer", "adam", "fine-tuning optimizer: adam, or momentum (SGD with momentum 0.9)")
+	fs.Float64Var(&f.L2, prefix+"l2", 0, "fine-tuning weight decay (L2 coefficient added to the gradients)")
+	fs.BoolVar(&f.Cosine, prefix+"cosine", true, "lower the learning rate along a half cosine over the epochs")
 	fs.Float64Var(&f.LR, prefix+"lr", 1e-3, "fine-tuning learning rate (Adam)")
 	fs.IntVar(&f.Batch, prefix+"batch", 64, "fine-tuning batch size")
 	fs.Float64Var(&f.Holdout, prefix+"holdout", 0.2, "share of the clean set kept out of training, for early stopping and reporting")
@@ -46,6 +52,10 @@ func (f *finetuneFlags) check(prefix string) error {
 		return fmt.Errorf("--%sbatch %d: want 1..4096", prefix, f.Batch)
 	case !(f.Holdout > 0 && f.Holdout < 1):
 		return fmt.Errorf("--%sholdout %v: want a share between 0 and 1", prefix, f.Holdout)
+	case !(f.L2 >= 0 && f.L2 < 1):
+		return fmt.Errorf("--%sl2 %v: want 0 <= L2 < 1", prefix, f.L2)
+	case f.Optimizer != "adam" && f.Optimizer != "momentum":
+		return fmt.Errorf("--%soptimizer %q: want adam or momentum", prefix, f.Optimizer)
 	case f.Patience < 0:
 		return fmt.Errorf("--%spatience %d: want 0 or more", prefix, f.Patience)
 	}
@@ -53,7 +63,7 @@ func (f *finetuneFlags) check(prefix string) error {
 }
 
 func (f *finetuneFlags) options(log io.Writer, name string) finetune.Options {
-	return finetune.Options{Epochs: f.Epochs, LR: f.LR, Batch: f.Batch, Holdout: f.Holdout, Seed: f.Seed, Patience: f.Patience,
+	return finetune.Options{Optimizer: f.Optimizer, L2: f.L2, Cosine: f.Cosine, Epochs: f.Epochs, LR: f.LR, Batch: f.Batch, Holdout: f.Holdout, Seed: f.Seed, Patience: f.Patience,
 		OnEpoch: func(e finetune.Epoch) {
 			if log == nil {
 				return

@@ -335,3 +335,57 @@ func TestGoodnetEvalAndPlot(t *testing.T) {
 	}
 
 }
+
+// TestFinetuneCommand: the output is a copy of the input in which only
+// weight data changed, the pruned channels are still zero, and repair
+// --finetune records the history.
+func TestFinetuneCommand(t *testing.T) {
+	out := t.TempDir()
+	log := runRepairTiny(t, out, "--threshold", "4", "--finetune", "--ft-epochs", "2", "--ft-batch", "4", "--ft-holdout", "0.25")
+	s := log.Saved["4"]
+	if s.Finetune == nil || len(s.Finetune.Epochs) < 2 || s.Finetune.File != filepath.Join(out, "finetuned_4.h5") {
+		t.Fatalf("history %+v", s.Finetune)
+	}
+	in := filepath.Join(out, "repaired_4.h5")
+	ft := filepath.Join(out, "ft.h5")
+	stdout, stderr, code := badprune(t, "finetune", "--model", in, "--valid", tiny+"clean_u8_nchw.h5", "--bd-valid", tiny+"bd_u8_nchw.h5",
+		"--out", ft, "--epochs", "2", "--batch", "4", "--holdout", "0.25", "--patience", "0", "--lr", "0.01")
+	if code != 0 {
+		t.Fatalf("finetune: exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "epoch 2: loss") || !strings.Contains(stderr, "attack success") {
+		t.Errorf("no per-epoch progress: %q", stderr)
+	}
+	m, err := model.Load(ft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Layer("conv_3").ZeroChannels(); !slices.Equal(got, s.Pruned) {
+		t.Errorf("zero channels %v, want the pruned %v", got, s.Pruned)
+	}
+	// Same size, and equal bytes outside the weights' data.
+	a, _ := os.ReadFile(in)
+	b, _ := os.ReadFile(ft)
+	src, _ := model.Load(in)
+	changed := 0
+	for i := range a {
+		if a[i] != b[i] {
+			changed++
+		}
+	}
+	weights := 0
+	for _, l := range src.Layers {
+		weights += 4 * (len(l.Kernel) + len(l.Bias))
+	}
+	kept0 := strings.Contains(stdout, "kept epoch 0")
+	if len(a) != len(b) || (changed == 0) != kept0 || changed > weights {
+		t.Errorf("sizes %d %d, %d bytes changed of %d weight bytes (%q)", len(a), len(b), changed, weights, stdout)
+	}
+	// Bad settings are one-line errors.
+	for _, bad := range [][]string{{"--holdout", "1"}, {"--lr", "0"}, {"--epochs", "0"}, {"--optimizer", "sgd"}} {
+		_, stderr, code := badprune(t, append([]string{"finetune", "--model", in, "--valid", tiny + "clean_u8_nchw.h5", "--out", filepath.Join(out, "x.h5")}, bad...)...)
+		if code != exitError || !strings.Contains(stderr, bad[0]) || exists(filepath.Join(out, "x.h5")) {
+			t.Errorf("%v: exit %d, %q", bad, code, stderr)
+		}
+	}
+}

@@ -17,12 +17,15 @@ import (
 
 // Options configure Run.
 type Options struct {
-	Epochs   int
-	LR       float64
-	Batch    int
-	Holdout  float64 // share of the clean data kept out of training, 0 < h < 1
-	Seed     uint64
-	Patience int // stop after this many epochs without a better holdout accuracy (0: never)
+	Optimizer string  // "adam" (default) or "momentum"
+	L2        float64 // weight decay
+	Cosine    bool    // cosine learning-rate decay over the epochs
+	Epochs    int
+	LR        float64
+	Batch     int
+	Holdout   float64 // share of the clean data kept out of training, 0 < h < 1
+	Seed      uint64
+	Patience  int // stop after this many epochs without a better holdout accuracy (0: never)
 	// OnEpoch, if set, sees each epoch's record as it completes.
 	OnEpoch func(Epoch)
 }
@@ -143,7 +146,7 @@ func Run(ctx context.Context, m *model.Model, clean, bd train.Data, opt Options)
 	}
 	best, bestAcc := 0, start.HoldoutAcc
 	bestW := snapshot(m)
-	tr, err := train.New(m, train.Options{Epochs: opt.Epochs, Batch: opt.Batch, LR: opt.LR, Seed: opt.Seed, Masks: res.Masks,
+	tr, err := train.New(m, train.Options{Optimizer: opt.Optimizer, L2: opt.L2, Cosine: opt.Cosine, Epochs: opt.Epochs, Batch: opt.Batch, LR: opt.LR, Seed: opt.Seed, Masks: res.Masks,
 		OnEpoch: func(e int, loss float64) error {
 			ep, err := record(e, loss)
 			if err != nil {

@@ -2,8 +2,14 @@ package goodnet
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sort"
+	"sync"
 
 	"badprune/internal/h5data"
+	"badprune/internal/incr"
 	"badprune/internal/infer"
 	"badprune/internal/model"
 	"badprune/internal/progress"
@@ -14,14 +20,13 @@ import (
 // nil, the poisoned set, and returns the rows: B, then for each B' a B' row
 // and a G row.
 func Evaluate(ctx context.Context, b *model.Model, repaired []*model.Model, test, bd *h5data.Set, batch int, rep *progress.Reporter) ([]report.Row, error) {
-	models := append([]*model.Model{b}, repaired...)
-	clean, err := infer.Predict(ctx, test, models, batch, rep)
+	clean, err := Predict(ctx, test, b, repaired, batch, rep)
 	if err != nil {
 		return nil, err
 	}
 	var poisoned [][]int
 	if bd != nil {
-		if poisoned, err = infer.Predict(ctx, bd, models, batch, rep); err != nil {
+		if poisoned, err = Predict(ctx, bd, b, repaired, batch, rep); err != nil {
 			return nil, err
 		}
 	}
@@ -58,4 +63,184 @@ func pick(p [][]int, i int) []int {
 		return nil
 	}
 	return p[i]
+}
+
+// group is the repaired networks that are B with channels of one layer
+// zeroed: they share B's trunk and differ only in the head.
+type group struct {
+	head     *incr.Head
+	variants []variant // by growing channel set
+}
+
+type variant struct {
+	index    int // in the predictions (0 is B)
+	channels []int
+}
+
+// plan sorts the repaired networks into groups sharing B's trunk, and the
+// rest, which run whole.
+func plan(b *model.Model, repaired []*model.Model) (groups []*group, whole []int) {
+	byLayer := map[string]*group{}
+	for i, r := range repaired {
+		layer, ch, ok := incr.Variant(b, r)
+		if !ok {
+			whole = append(whole, i+1)
+			continue
+		}
+		g := byLayer[layer]
+		if g == nil {
+			h, err := incr.NewHead(b, layer)
+			if err != nil {
+				whole = append(whole, i+1)
+				continue
+			}
+			g = &group{head: h}
+			byLayer[layer] = g
+			groups = append(groups, g)
+		}
+		g.variants = append(g.variants, variant{i + 1, ch})
+	}
+	for _, g := range groups {
+		sort.SliceStable(g.variants, func(a, c int) bool { return len(g.variants[a].channels) < len(g.variants[c].channels) })
+	}
+	return groups, whole
+}
+
+// Predict returns the predicted class of every sample of set for B (index
+// 0) and each repaired network. Networks that are B with pruned channels
+// share one pass of B's trunk: their heads are derived from B's
+// activations by zeroing channels, each from the largest pruned set
+// already computed that it contains.
+func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*model.Model, batch int, rep *progress.Reporter) ([][]int, error) {
+	groups, whole := plan(b, repaired)
+	preds := make([][]int, len(repaired)+1)
+	for i := range preds {
+		preds[i] = make([]int, set.N)
+	}
+	models := append([]*model.Model{b}, repaired...)
+	if len(groups) == 0 {
+		whole = append([]int{0}, whole...)
+	}
+	var cls []*infer.Classifier
+	for _, i := range whole {
+		c, err := infer.NewClassifier(models[i], batch)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		cls = append(cls, c)
+	}
+	var trunk *model.Runner
+	var outputs []string
+	if len(groups) > 0 {
+		for _, g := range groups {
+			for _, name := range g.head.Inputs() {
+				if !slices.Contains(outputs, name) {
+					outputs = append(outputs, name)
+				}
+			}
+		}
+		gr, err := b.Build(model.GraphOptions{Batch: batch, Outputs: outputs})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.Path, err)
+		}
+		if trunk, err = gr.NewRunner(outputs...); err != nil {
+			return nil, err
+		}
+		defer trunk.Close()
+	}
+	h, w, c := b.InputShape()
+	sz := h * w * c
+	rep.Start(set.Path, set.N, "images")
+	err := set.Stream(ctx, batch, func(bt h5data.Batch) error {
+		for k, i := range whole {
+			if err := cls[k].Predict(bt.X, bt.N, preds[i][bt.Start:bt.Start+bt.N]); err != nil {
+				return err
+			}
+		}
+		if trunk != nil {
+			in := trunk.Input()
+			copy(in, bt.X[:bt.N*sz])
+			clear(in[bt.N*sz:])
+			res, err := trunk.Run()
+			if err != nil {
+				return err
+			}
+			for gi, g := range groups {
+				var ins [][]float32
+				for _, name := range g.head.Inputs() {
+					ins = append(ins, res[slices.Index(outputs, name)])
+				}
+				heads(g, ins, bt.Start, bt.N, gi == 0, preds)
+			}
+		}
+		rep.Add(bt.N)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return preds, nil
+}
+
+// heads computes a group's predictions for samples [start, start+n),
+// spreading the samples over the cores. B's come from the first group.
+func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) {
+	parts := min(runtime.GOMAXPROCS(0), n)
+	var wg sync.WaitGroup
+	for p := 0; p < parts; p++ {
+		lo, hi := n*p/parts, n*(p+1)/parts
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			part := make([][]float32, len(ins))
+			for i, size := range g.head.InputSizes() {
+				part[i] = ins[i][lo*size : hi*size]
+			}
+			base := g.head.NewState(hi-lo, part...)
+			if withB {
+				copy(preds[0][start+lo:start+hi], base.Pred)
+			}
+			// Each variant starts from the largest computed set it contains.
+			done := []struct {
+				channels []int
+				s        *incr.State
+			}{{nil, base}}
+			for _, v := range g.variants {
+				from := done[0]
+				for _, d := range done[1:] {
+					if subset(d.channels, v.channels) && len(d.channels) >= len(from.channels) {
+						from = d
+					}
+				}
+				s := from.s.Clone()
+				s.Zero(minus(v.channels, from.channels))
+				copy(preds[v.index][start+lo:start+hi], s.Pred)
+				done = append(done, struct {
+					channels []int
+					s        *incr.State
+				}{v.channels, s})
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func subset(a, b []int) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+func minus(a, b []int) []int {
+	var out []int
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }

@@ -237,6 +237,15 @@ func newClassifier(l *model.Layer, in int) classifier {
 // MaskSize is the number of values per sample at the mask point.
 func (h *Head) MaskSize() int { return h.maskSize }
 
+// InputSizes are the per-sample sizes of the Inputs.
+func (h *Head) InputSizes() []int {
+	sizes := []int{h.maskSize}
+	for _, l := range h.External {
+		sizes = append(sizes, l.Size())
+	}
+	return sizes
+}
+
 // Inputs are the layers whose outputs NewState needs, in order: the mask
 // point, then the external inputs.
 func (h *Head) Inputs() []string {
@@ -268,6 +277,11 @@ type State struct {
 
 	// Stats counts the work done, for benchmarks.
 	Stats Stats
+
+	// Scratch reused by every Zero.
+	rows    []int
+	dp      change
+	changes []change
 }
 
 // Stats counts samples per kind of work.
@@ -472,6 +486,7 @@ func (s *State) Clone() *State {
 	c.topL = slices.Clone(s.topL)
 	c.rest = slices.Clone(s.rest)
 	c.Pred = slices.Clone(s.Pred)
+	c.rows, c.dp, c.changes = nil, change{}, nil // scratch is not shared
 	return &c
 }
 
@@ -481,84 +496,132 @@ func (s *State) Zero(channels []int) {
 	h := s.h
 	ms, C := h.maskSize, h.C
 	// The samples where a zeroed channel was non-zero, and its change.
-	var rows []int
-	var dp []float32
+	rows := s.rows[:0]
 	for row := 0; row < s.N; row++ {
 		p := s.P[row*ms : (row+1)*ms]
 		hit := false
 		for _, c := range channels {
-			for q := c; q < ms; q += C {
-				if p[q] != 0 {
-					hit = true
-					break
-				}
+			for q := c; q < ms && !hit; q += C {
+				hit = p[q] != 0
 			}
 		}
-		if !hit {
-			continue
+		if hit {
+			rows = append(rows, row)
 		}
-		d := make([]float32, ms)
-		for _, c := range channels {
-			for q := c; q < ms; q += C {
-				d[q] = -p[q]
-				p[q] = 0
-			}
-		}
-		rows = append(rows, row)
-		dp = append(dp, d...)
 	}
+	s.rows = rows
 	s.Stats.Skipped += s.N - len(rows)
 	s.Stats.Updated += len(rows)
 	if len(rows) == 0 {
 		return
 	}
+	s.dp.reset(len(rows), ms)
+	for r, row := range rows {
+		p := s.P[row*ms : (row+1)*ms]
+		d := s.dp.d[r*ms : (r+1)*ms]
+		for _, c := range channels {
+			for q := c; q < ms; q += C {
+				if p[q] != 0 {
+					d[q] = -p[q]
+					p[q] = 0
+				}
+			}
+		}
+		for q, v := range d {
+			if v != 0 {
+				s.dp.idx = append(s.dp.idx, int32(q))
+			}
+		}
+		s.dp.endRow()
+	}
 	if h.Incremental {
-		s.push(rows, dp)
+		s.push(rows)
 	} else {
 		s.rerun(rows)
 	}
 	s.check(rows)
 }
 
-// push propagates the mask-point change dp of the samples rows through
-// the head as sparse updates.
-func (s *State) push(rows []int, dp []float32) {
+// change is how a node's output moved for the samples being updated:
+// values (zero where unchanged) and, per sample, which entries moved, so
+// the next layer visits only those.
+type change struct {
+	d   []float32 // na × size
+	ptr []int32   // na+1: sample r's entries are idx[ptr[r]:ptr[r+1]]
+	idx []int32
+}
+
+// reset sizes c for na samples of size values, all zero.
+func (c *change) reset(na, size int) {
+	if cap(c.d) < na*size {
+		c.d = make([]float32, na*size)
+	}
+	c.d = c.d[:na*size]
+	clear(c.d)
+	c.ptr = append(c.ptr[:0], 0)
+	c.idx = c.idx[:0]
+}
+
+// endRow closes the current sample's list of entries.
+func (c *change) endRow() { c.ptr = append(c.ptr, int32(len(c.idx))) }
+
+// index lists the non-zero entries of every sample.
+func (c *change) index(na, size int) {
+	c.ptr = append(c.ptr[:0], 0)
+	c.idx = c.idx[:0]
+	for r := 0; r < na; r++ {
+		for j, v := range c.d[r*size : (r+1)*size] {
+			if v != 0 {
+				c.idx = append(c.idx, int32(j))
+			}
+		}
+		c.endRow()
+	}
+}
+
+// push propagates the mask-point change (in s.dp) of the samples rows
+// through the head as sparse updates.
+func (s *State) push(rows []int) {
 	h := s.h
 	na := len(rows)
-	delta := make([][]float32, len(h.nodes))
-	// din is the change of node i's output; nil for an unchanged external input.
-	din := func(i int) []float32 {
+	if s.changes == nil {
+		s.changes = make([]change, len(h.nodes))
+	}
+	// in is the change of node i's output; nil for an unchanged external input.
+	in := func(i int) *change {
 		for i >= 0 && h.nodes[i].alias {
 			i = h.nodes[i].in[0]
 		}
 		switch {
 		case i == -1:
-			return dp
+			return &s.dp
 		case i < -1:
 			return nil
 		}
-		return delta[i]
+		return &s.changes[i]
 	}
 	for i, nd := range h.nodes {
 		if nd.alias {
 			continue
 		}
-		d := make([]float32, na*nd.size)
-		delta[i] = d
+		c := &s.changes[i]
+		c.reset(na, nd.size)
+		d := c.d
 		switch {
 		case nd.conv != nil:
-			switch x := din(nd.in[0]); {
+			switch x := in(nd.in[0]); {
 			case x == nil:
-			case nd.l.Kind == model.Dense && density(x) > denseAbove:
-				nd.dconv.Forward(x, na, 1, 1, false, d)
+			case nd.l.Kind == model.Dense && int(x.ptr[na])*sparseCost > na*nd.k:
+				nd.dconv.Forward(x.d, na, 1, 1, false, d)
 			case nd.l.Kind == model.Dense:
-				kernels.SparseDense(na, x, nd.k, nd.w, nd.size, d)
+				kernels.CSRDense(na, x.ptr, x.idx, x.d, nd.k, nd.w, nd.size, d)
 			default:
-				kernels.SparseConv(na, x, nd.geom, nd.w, d)
+				kernels.SparseConv(na, x.d, nd.geom, nd.w, d)
 			}
 			if !nd.relu {
 				// Linear: the output moves by the pre-activation change.
 				addRows(s.out[i], d, rows, nd.size)
+				c.index(na, nd.size)
 				continue
 			}
 			pre, out := s.pre[i], s.out[i]
@@ -574,42 +637,44 @@ func (s *State) push(rows []int, dp []float32) {
 					nv := max(pr[j], 0)
 					dr[j] = nv - or[j]
 					or[j] = nv
+					if dr[j] != 0 {
+						c.idx = append(c.idx, int32(j))
+					}
 				}
+				c.endRow()
 			}
 		case nd.l.Kind == model.Add:
 			for _, k := range nd.in {
-				for j, v := range din(k) { // nothing for an external input
-					d[j] += v
+				if x := in(k); x != nil {
+					for j, v := range x.d {
+						d[j] += v
+					}
 				}
 			}
 			addRows(s.out[i], d, rows, nd.size)
+			c.index(na, nd.size)
 		default: // ReLU activation of its input's (already updated) output
 			src := s.input(nd.in[0])
 			out := s.out[i]
 			for r, row := range rows {
 				for j := 0; j < nd.size; j++ {
 					nv := max(src[row*nd.size+j], 0)
-					d[r*nd.size+j] = nv - out[row*nd.size+j]
-					out[row*nd.size+j] = nv
+					if dv := nv - out[row*nd.size+j]; dv != 0 {
+						d[r*nd.size+j] = dv
+						out[row*nd.size+j] = nv
+						c.idx = append(c.idx, int32(j))
+					}
 				}
+				c.endRow()
 			}
 		}
 	}
 }
 
-// denseAbove is the share of non-zero input changes above which a dense
-// matrix product beats the sparse update (measured on the lab's fc_2).
-const denseAbove = 0.08
-
-func density(x []float32) float64 {
-	nz := 0
-	for _, v := range x {
-		if v != 0 {
-			nz++
-		}
-	}
-	return float64(nz) / float64(len(x))
-}
+// sparseCost is how many times dearer a multiply-add is in the sparse
+// update than in a dense matrix product (measured on the lab's fc_2): a
+// change with more than 1/sparseCost of its entries moved goes dense.
+const sparseCost = 3
 
 // addRows adds d's rows to the rows of state.
 func addRows(state, d []float32, rows []int, size int) {
@@ -724,4 +789,47 @@ func dot(a, b []float32) float64 {
 		s0 += a[i] * b[i]
 	}
 	return float64(s0 + s1 + s2 + s3)
+}
+
+// Variant reports whether r is b with some output channels of one Conv2D
+// layer zeroed (kernel slice and bias) and every other weight equal, and
+// which: such an r shares b's activations up to that layer.
+func Variant(b, r *model.Model) (layer string, channels []int, ok bool) {
+	if len(b.Layers) != len(r.Layers) {
+		return "", nil, false
+	}
+	for i, lb := range b.Layers {
+		lr := r.Layers[i]
+		if lb.Name != lr.Name || lb.Kind != lr.Kind || !slices.Equal(lb.Inputs, lr.Inputs) || !slices.Equal(lb.Shape, lr.Shape) ||
+			lb.Act != lr.Act || lb.KH != lr.KH || lb.KW != lr.KW || lb.SH != lr.SH || lb.SW != lr.SW || lb.Same != lr.Same ||
+			!slices.Equal(lb.KernelShape, lr.KernelShape) || (lb.Bias == nil) != (lr.Bias == nil) {
+			return "", nil, false
+		}
+		if slices.Equal(lb.Kernel, lr.Kernel) && slices.Equal(lb.Bias, lr.Bias) {
+			continue
+		}
+		if layer != "" || lb.Kind != model.Conv2D {
+			return "", nil, false
+		}
+		layer = lb.Name
+		oc := lb.KernelShape[3]
+		for c := 0; c < oc; c++ {
+			same, zero := true, lr.Bias == nil || lr.Bias[c] == 0
+			if lb.Bias != nil && lb.Bias[c] != lr.Bias[c] {
+				same = false
+			}
+			for k := c; k < len(lb.Kernel); k += oc {
+				same = same && lb.Kernel[k] == lr.Kernel[k]
+				zero = zero && lr.Kernel[k] == 0
+			}
+			switch {
+			case same:
+			case zero:
+				channels = append(channels, c)
+			default:
+				return "", nil, false
+			}
+		}
+	}
+	return layer, channels, layer != ""
 }

@@ -247,3 +247,17 @@ func SparseConv(rows int, din []float32, g ConvGeom, k []float32, dout []float32
 		C.int(g.KH), C.int(g.KW), C.int(g.OC), C.int(g.SH), C.int(g.SW), C.int(g.PadT),
 		C.int(g.PadL), C.int(g.OH), C.int(g.OW), fptr(dout))
 }
+
+// CSRDense adds din·W to dout for rows samples like SparseDense, visiting
+// only the inputs listed for each row: row r's are idx[ptr[r]:ptr[r+1]].
+func CSRDense(rows int, ptr, idx []int32, din []float32, k int, w []float32, u int, dout []float32) {
+	if rows == 0 || ptr[rows] == 0 {
+		return
+	}
+	_ = din[rows*k-1]
+	_ = w[k*u-1]
+	_ = dout[rows*u-1]
+	_ = idx[ptr[rows]-1]
+	C.bp_csr_dense(C.int(rows), (*C.int)(unsafe.Pointer(&ptr[0])), (*C.int)(unsafe.Pointer(&idx[0])),
+		fptr(din), C.int(k), fptr(w), C.int(u), fptr(dout))
+}

@@ -48,6 +48,9 @@ void bp_sparse_conv(int rows, const float *din, int H, int W, int C,
                     const float *k, int KH, int KW, int OC, int SH, int SW,
                     int padT, int padL, int OH, int OW, float *dout);
 
+void bp_csr_dense(int rows, const int *ptr, const int *idx, const float *din,
+                  int K, const float *W, int U, float *dout);
+
 int bp_have_avx2(void);
 
 #endif

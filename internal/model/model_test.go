@@ -273,3 +273,35 @@ func TestCreateIsDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkTrunk runs the lab's conv_1..pool_3 as the graph the tools use
+// (fused conv+ReLU+pool ops) on batches of 256 faces, with the real B when
+// ../shared/real is present, else the demo's.
+func BenchmarkTrunk(b *testing.B) {
+	path := "../../../shared/real/bd_weights.h5"
+	if _, err := os.Stat(path); err != nil {
+		path = "../../testdata/lab/models/bd_net.h5"
+	}
+	m, err := model.Load(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 256
+	gr, err := m.Build(model.GraphOptions{Batch: n, Outputs: []string{"pool_3"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := gr.NewRunner("pool_3")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	copy(r.Input(), fixture.RandomImages(rand.New(rand.NewPCG(1, 1)), n, 55, 47, 3))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := r.Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "images/s")
+}

@@ -120,7 +120,11 @@ func figures(t *testing.T) map[string]*plot.Plot {
 	if err != nil {
 		t.Fatalf("FinetuneHistory: %v", err)
 	}
-	return map[string]*plot.Plot{"prune_curve": prune, "goodnet": bars, "finetune": ft}
+	shared, err := PruneCurve(atSteps(true, map[string]int{"2": 46, "4": 46, "10": 48, "30": 54}))
+	if err != nil {
+		t.Fatalf("PruneCurve: %v", err)
+	}
+	return map[string]*plot.Plot{"prune_curve": prune, "prune_shared": shared, "goodnet": bars, "finetune": ft}
 }
 
 func TestSavedLabels(t *testing.T) {
@@ -144,6 +148,131 @@ func TestSavedLabels(t *testing.T) {
 	}
 }
 
+// atSteps returns the synthetic log with networks saved for the
+// thresholds at the given steps instead.
+func atSteps(withASR bool, saved map[string]int) *report.PruneLog {
+	log := pruneLog(withASR)
+	log.Saved = map[string]report.Saved{}
+	log.Thresholds = nil
+	for k, step := range saved {
+		s := log.Steps[step-1]
+		log.Saved[k] = report.Saved{
+			Step:     step,
+			File:     "repaired_" + k + ".h5",
+			ValidAcc: s.ValidAcc,
+			ValidASR: s.ValidASR,
+			Pruned:   log.Order[:step],
+		}
+	}
+	return log
+}
+
+func TestMarkLines(t *testing.T) {
+	log := atSteps(true, map[string]int{"2": 46, "4": 46, "10": 48, "30": 54})
+	pts, err := savedMarks(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks := markLines(pts)
+	var got []string
+	for _, m := range marks {
+		got = append(got, fmt.Sprintf("%.4g %s", m.x, m.label))
+	}
+	want := []string{"76.67 B'_2, B'_4: −2/−4 pts", "80 B'_10: −10 pts", "90 B'_30: −30 pts"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("marks %q, want %q", got, want)
+	}
+	if l := savedLabel([]string{"1", "2", "3"}); l != "B'_1, B'_2, B'_3: −1/−2/−3 pts" {
+		t.Errorf("label of three networks %q", l)
+	}
+}
+
+// TestLabelsAtTheirMarks checks that each threshold label is attached to
+// its own mark, as drawn in a saved figure: beside it, along it or over
+// it, with no other mark between the label and its own, or else joined to
+// its point by a leader; and that labels do not overlap.
+func TestLabelsAtTheirMarks(t *testing.T) {
+	crowded := map[string]int{"1": 45, "2": 46, "3": 47, "4": 48, "5": 49}
+	for _, tc := range []struct {
+		name    string
+		log     *report.PruneLog
+		lines   int
+		leaders bool // allowed
+	}{
+		{"synthetic", pruneLog(true), 4, false},
+		{"synthetic without ASR", pruneLog(false), 4, false},
+		{"shared step", atSteps(true, map[string]int{"2": 46, "4": 46, "10": 48, "30": 54}), 3, false},
+		{"shared steps", atSteps(true, map[string]int{"1": 45, "2": 45, "3": 48, "4": 48, "5": 51}), 3, false},
+		{"crowded", atSteps(true, crowded), 5, false},
+		{"crowded without ASR", atSteps(false, crowded), 5, false},
+		{"packed", packedLog(), 5, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, ov, err := pruneCurve(tc.log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := render(p, ".png"); err != nil {
+				t.Fatal(err)
+			}
+			if len(ov.laid) != tc.lines {
+				t.Fatalf("%d labels, want %d", len(ov.laid), tc.lines)
+			}
+			const eps = 1e-6
+			for i, l := range ov.laid {
+				mx := l.pt.X
+				for j, o := range ov.laid {
+					if j == i {
+						continue
+					}
+					if o.pt.X == mx {
+						t.Errorf("%q and %q on the same mark", l.text, o.text)
+					}
+					if overlaps(l.r, o.r) {
+						t.Errorf("%q overlaps %q", l.text, o.text)
+					}
+				}
+				if l.leader {
+					if !tc.leaders {
+						t.Errorf("%q placed with a leader", l.text)
+					}
+					if d := l.pt.Sub(l.ends[1]); math.Abs(math.Hypot(float64(d.X), float64(d.Y))-leaderGap) > eps {
+						t.Errorf("leader of %q ends at %v, not by its point %v", l.text, l.ends[1], l.pt)
+					}
+					continue
+				}
+				switch {
+				case l.r.Min.X >= mx && l.r.Min.X-mx > markGap+eps,
+					l.r.Max.X <= mx && mx-l.r.Max.X > markGap+eps:
+					t.Errorf("%q at %v, not beside its mark at x=%v", l.text, l.r, mx)
+				}
+				lo, hi := min(mx, l.r.Min.X), max(mx, l.r.Max.X)
+				for _, o := range ov.laid {
+					if o.pt.X != mx && o.pt.X >= lo && o.pt.X <= hi {
+						t.Errorf("%q at %v reaches over the mark of %q at x=%v", l.text, l.r, o.text, o.pt.X)
+					}
+				}
+			}
+		})
+	}
+}
+
+// packedLog returns a log of 150 channels with networks saved at five
+// consecutive steps, too close for labels at their marks.
+func packedLog() *report.PruneLog {
+	log := &report.PruneLog{Layer: "conv_3", BaseAcc: 98, BaseASR: ptr(100), Saved: map[string]report.Saved{}}
+	for i := 1; i <= 150; i++ {
+		acc := 98 - 2e-5*math.Pow(float64(max(i-60, 0)), 3)
+		asr := 100 - 3*float64(max(i-100, 0))
+		log.Steps = append(log.Steps, report.Step{Step: i, Fraction: float64(i) / 150, ValidAcc: math.Max(acc, 1), ValidASR: ptr(math.Max(asr, 0))})
+	}
+	for i, k := range []string{"1", "2", "3", "4", "5"} {
+		s := log.Steps[90+i]
+		log.Saved[k] = report.Saved{Step: s.Step, ValidAcc: s.ValidAcc, ValidASR: s.ValidASR}
+	}
+	return log
+}
+
 func TestSave(t *testing.T) {
 	figs := figures(t)
 	for name, p := range figs {
@@ -164,6 +293,9 @@ func TestSave(t *testing.T) {
 					t.Errorf("%s lacks %q", paths[1], s)
 				}
 			}
+			if name == "prune_shared" && strings.Contains(svg, escapeSVG("B'_2: ")) {
+				t.Errorf("%s labels B'_2 apart from B'_4, saved at the same step", paths[1])
+			}
 			if name == "goodnet" && !strings.Contains(svg, ">B</text>") {
 				t.Errorf("%s lacks the group B", paths[1])
 			}
@@ -179,6 +311,9 @@ var wantText = map[string][]string{
 		"clean validation accuracy", "attack success rate",
 		"channels of conv_3 pruned (%)", "rate (%)",
 		"B'_2: −2 pts", "B'_4: −4 pts", "B'_10: −10 pts", "B'_30: −30 pts",
+	},
+	"prune_shared": {
+		"B'_2, B'_4: −2/−4 pts", "B'_10: −10 pts", "B'_30: −30 pts",
 	},
 	"goodnet": {
 		"GoodNet G(B, B'): clean accuracy and attack success",

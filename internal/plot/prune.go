@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -19,18 +21,26 @@ import (
 // the attack success rate against the percentage of channels of the pruned
 // layer removed, starting from the unpruned network. Each saved repaired
 // network is marked by a dashed vertical line at its step, labelled with
-// its threshold.
+// its threshold; networks saved at the same step share one line and one
+// label.
 func PruneCurve(log *report.PruneLog) (*plot.Plot, error) {
+	p, _, err := pruneCurve(log)
+	return p, err
+}
+
+// pruneCurve is PruneCurve, also returning the overlay of the legend and
+// the marks.
+func pruneCurve(log *report.PruneLog) (*plot.Plot, *overlay, error) {
 	if log == nil {
-		return nil, errors.New("plot prune curve: no prune log")
+		return nil, nil, errors.New("plot prune curve: no prune log")
 	}
 	acc, asr, err := curves(log)
 	if err != nil {
-		return nil, fmt.Errorf("plot prune curve: %w", err)
+		return nil, nil, fmt.Errorf("plot prune curve: %w", err)
 	}
 	marks, err := savedMarks(log)
 	if err != nil {
-		return nil, fmt.Errorf("plot prune curve: %w", err)
+		return nil, nil, fmt.Errorf("plot prune curve: %w", err)
 	}
 
 	title, xlabel := "Pruning", "channels pruned (%)"
@@ -61,11 +71,11 @@ func PruneCurve(log *report.PruneLog) (*plot.Plot, error) {
 		return nil
 	}
 	if err := add(acc, blue, false, "clean validation accuracy"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(asr) > 0 {
 		if err := add(asr, vermillion, true, "attack success rate"); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 
@@ -76,12 +86,12 @@ func PruneCurve(log *report.PruneLog) (*plot.Plot, error) {
 		if m.asr != nil {
 			dots = append(dots, plotter.XY{X: m.x, Y: *m.asr})
 		}
-		ov.marks = append(ov.marks, mark{x: m.x, y: m.acc, label: m.label})
 	}
+	ov.marks = markLines(marks)
 	if len(dots) > 0 {
 		s, err := plotter.NewScatter(dots)
 		if err != nil {
-			return nil, fmt.Errorf("plot prune curve: saved networks: %w", err)
+			return nil, nil, fmt.Errorf("plot prune curve: saved networks: %w", err)
 		}
 		s.GlyphStyle = draw.GlyphStyle{Color: black, Radius: vg.Points(2.5), Shape: draw.CircleGlyph{}}
 		p.Add(s)
@@ -104,7 +114,7 @@ func PruneCurve(log *report.PruneLog) (*plot.Plot, error) {
 		return obs
 	}
 	p.Add(ov)
-	return p, nil
+	return p, ov, nil
 }
 
 // curves returns the accuracy and attack success points, in percent of
@@ -151,7 +161,38 @@ func curves(log *report.PruneLog) (acc, asr plotter.XYs, err error) {
 type savedPoint struct {
 	x, acc float64
 	asr    *float64
+	key    string // threshold
 	label  string
+}
+
+// savedLabel labels the networks saved for the thresholds keys at one step:
+// "B'_10: −10 pts", or "B'_2, B'_4: −2/−4 pts".
+func savedLabel(keys []string) string {
+	names := make([]string, len(keys))
+	for i, k := range keys {
+		names[i] = "B'_" + k
+	}
+	return strings.Join(names, ", ") + ": −" + strings.Join(keys, "/−") + " pts"
+}
+
+// markLines returns one mark for each step at which networks were saved, in
+// the order of pts, labelled with all the networks saved there.
+func markLines(pts []savedPoint) []mark {
+	var marks []mark
+	var keys [][]string
+	for _, p := range pts {
+		i := slices.IndexFunc(marks, func(m mark) bool { return m.x == p.x })
+		if i < 0 {
+			marks = append(marks, mark{x: p.x, y: p.acc})
+			keys = append(keys, nil)
+			i = len(marks) - 1
+		}
+		keys[i] = append(keys[i], p.key)
+	}
+	for i := range marks {
+		marks[i].label = savedLabel(keys[i])
+	}
+	return marks
 }
 
 // savedMarks returns the saved networks in increasing order of threshold.
@@ -175,7 +216,7 @@ func savedMarks(log *report.PruneLog) ([]savedPoint, error) {
 				return nil, err
 			}
 		}
-		pts = append(pts, savedPoint{x: 100 * f, acc: s.ValidAcc, asr: s.ValidASR, label: "B'_" + k + ": −" + k + " pts"})
+		pts = append(pts, savedPoint{x: 100 * f, acc: s.ValidAcc, asr: s.ValidASR, key: k, label: savedLabel([]string{k})})
 	}
 	return pts, nil
 }

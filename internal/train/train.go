@@ -32,8 +32,12 @@ type Options struct {
 	Epochs    int
 	Batch     int
 	LR        float64
-	Optimizer string // "adam" (default) or "momentum" (SGD, momentum 0.9)
-	Seed      uint64 // shuffling order
+	Optimizer string  // "adam" (default) or "momentum" (SGD, momentum 0.9)
+	L2        float64 // weight decay: adds L2·w to every gradient (0: none)
+	// Cosine lowers the learning rate along a half cosine from LR in the
+	// first epoch towards zero in the last (a fresh optimizer each epoch).
+	Cosine bool
+	Seed   uint64 // shuffling order
 	// Masks holds output channels of Conv2D or Dense layers whose weights
 	// stay zero: their gradients are dropped and the weights re-zeroed
 	// after every step.
@@ -112,16 +116,25 @@ func New(m *model.Model, opt Options) (*Trainer, error) {
 		t.masks = append(t.masks, mk)
 	}
 	t.vm = G.NewTapeMachine(gr.G, G.BindDualValues(t.params...))
-	switch opt.Optimizer {
-	case "", "adam":
-		t.solver = G.NewAdamSolver(G.WithLearnRate(opt.LR))
-	case "momentum":
-		t.solver = G.NewMomentum(G.WithLearnRate(opt.LR), G.WithMomentum(0.9))
-	default:
-		return nil, fmt.Errorf("train: unknown optimizer %q", opt.Optimizer)
+	if t.solver, err = newSolver(opt, opt.LR); err != nil {
+		return nil, err
 	}
 	t.zeroMasked()
 	return t, nil
+}
+
+func newSolver(opt Options, lr float64) (G.Solver, error) {
+	so := []G.SolverOpt{G.WithLearnRate(lr)}
+	if opt.L2 > 0 {
+		so = append(so, G.WithL2Reg(opt.L2))
+	}
+	switch opt.Optimizer {
+	case "", "adam":
+		return G.NewAdamSolver(so...), nil
+	case "momentum":
+		return G.NewMomentum(append(so, G.WithMomentum(0.9))...), nil
+	}
+	return nil, fmt.Errorf("train: unknown optimizer %q", opt.Optimizer)
 }
 
 // Close releases the machine.
@@ -204,6 +217,13 @@ func (t *Trainer) Fit(ctx context.Context, d Data) ([]float64, error) {
 	labels := make([]int, b)
 	var losses []float64
 	for e := 1; e <= t.opt.Epochs; e++ {
+		if t.opt.Cosine && t.opt.Epochs > 1 {
+			lr := t.opt.LR * 0.5 * (1 + math.Cos(math.Pi*float64(e-1)/float64(t.opt.Epochs)))
+			var err error
+			if t.solver, err = newSolver(t.opt, lr); err != nil {
+				return losses, err
+			}
+		}
 		perm := r.Perm(d.N())
 		sum, batches := 0.0, 0
 		for lo := 0; lo+b <= len(perm); lo += b {

@@ -1,0 +1,124 @@
+// Command bench times badprune at lab scale: repair with full curves on
+// valid and bd_valid, eval --goodnet with the four B', one fine-tuning
+// epoch, and the trunk alone; each the median of several runs, with peak
+// memory. With -peer it also times the independent PyTorch implementation
+// on the same files and prints the ratio.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	dir := flag.String("dir", ".cache/bench", "folder with data/ and models/ in the lab's layout")
+	bin := flag.String("bin", "bin/badprune", "badprune binary")
+	runs := flag.Int("runs", 3, "runs per phase")
+	peer := flag.String("peer", "", "the peer's folder (../shared/peer): time it too")
+	flag.Parse()
+	if err := run(*dir, *bin, *runs, *peer); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type sample struct {
+	wall time.Duration
+	rss  int64 // KiB
+}
+
+// timed runs a command in dir and returns its wall time and peak RSS.
+func timed(dir string, name string, args ...string) (sample, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	out, err := os.CreateTemp("", "bench-out")
+	if err != nil {
+		return sample{}, err
+	}
+	defer os.Remove(out.Name())
+	cmd.Stdout, cmd.Stderr = out, out
+	t0 := time.Now()
+	err = cmd.Run()
+	wall := time.Since(t0)
+	if err != nil {
+		b, _ := os.ReadFile(out.Name())
+		return sample{}, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, b)
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return sample{wall, ru.Maxrss}, nil
+}
+
+func median(s []sample) sample {
+	sort.Slice(s, func(i, j int) bool { return s[i].wall < s[j].wall })
+	m := s[len(s)/2]
+	for _, x := range s {
+		m.rss = max(m.rss, x.rss)
+	}
+	return m
+}
+
+type phase struct {
+	name   string
+	images int
+	prog   string
+	args   []string
+}
+
+func run(dir, bin string, runs int, peer string) error {
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	const nValid, nTest = 11547, 12830
+	os.RemoveAll(filepath.Join(dir, "out"))
+	// One repair first, so eval and finetune have their B' files.
+	if _, err := timed(dir, bin, "repair", "-q", "--force"); err != nil {
+		return err
+	}
+	phases := []phase{
+		{"repair (rank + 60 steps on valid and bd_valid)", 2 * nValid, bin, []string{"repair", "-q", "--force"}},
+		{"eval --goodnet (B and four B' on test and bd_test)", 2 * nTest, bin, []string{"eval", "--goodnet", "-q", "--force"}},
+		{"finetune, one epoch (99% of valid)", nValid, bin, []string{"finetune", "--model", "out/repaired_4.h5", "--out", "out/ft_bench.h5",
+			"--epochs", "1", "--holdout", "0.01", "--bd-valid", "", "-q", "--force"}},
+	}
+	fmt.Printf("badprune at lab scale in %s, median of %d runs (peak RSS: largest)\n\n", dir, runs)
+	fmt.Printf("%-55s %9s %11s %10s\n", "phase", "wall s", "images/s", "peak MiB")
+	results := map[string]sample{}
+	for _, p := range phases {
+		var ss []sample
+		for i := 0; i < runs; i++ {
+			s, err := timed(dir, p.prog, p.args...)
+			if err != nil {
+				return err
+			}
+			ss = append(ss, s)
+		}
+		m := median(ss)
+		results[p.name] = m
+		fmt.Printf("%-55s %9.2f %11.0f %10.0f\n", p.name, m.wall.Seconds(), float64(p.images)/m.wall.Seconds(), float64(m.rss)/1024)
+	}
+	if peer == "" {
+		return nil
+	}
+	py := "/usr/bin/python3"
+	var ps []sample
+	for i := 0; i < runs; i++ {
+		s, err := timed(dir, py, filepath.Join(peer, "repair_ref.py"), "models/bd_net.h5", "data/cl/valid.h5", "data/bd/bd_valid.h5", "--mode", "cached")
+		if err != nil {
+			return err
+		}
+		ps = append(ps, s)
+	}
+	m := median(ps)
+	ours := results[phases[0].name]
+	fmt.Printf("%-55s %9.2f %11.0f %10.0f\n", "peer repair_ref.py --mode cached", m.wall.Seconds(), float64(2*nValid)/m.wall.Seconds(), float64(m.rss)/1024)
+	fmt.Printf("\nrepair: badprune / peer = %.3f\n", ours.wall.Seconds()/m.wall.Seconds())
+	return nil
+}
