@@ -243,24 +243,38 @@ func (s *Set) Read(start, n int, dst, raw []float32) error {
 	if err := h5.Locked(func() error { return h5.ReadFloat32(s.data, []int{start, 0, 0, 0}, cnt, buf) }); err != nil {
 		return fmt.Errorf("%s: dataset %q, samples %d..%d: %w", s.Path, s.key, start, start+n-1, err)
 	}
-	hw := s.H * s.W
+	hw, c, scale := s.H*s.W, s.C, s.scale
 	for i := 0; i < n; i++ {
 		img := buf[i*sz : (i+1)*sz]
 		out := dst[i*sz : (i+1)*sz]
-		for j, v := range img {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return fmt.Errorf("%s: dataset %q: sample %d has a non-finite pixel (%v)", s.Path, s.key, start+i, v)
+		bad := false
+		if s.ChannelsFirst {
+			for ch := 0; ch < c; ch++ {
+				plane := img[ch*hw : (ch+1)*hw]
+				for p, v := range plane {
+					bad = bad || !finite(v)
+					out[p*c+ch] = v * scale
+				}
 			}
-			if s.ChannelsFirst {
-				c, p := j/hw, j%hw
-				out[p*s.C+c] = v * s.scale
-			} else {
-				out[j] = v * s.scale
+		} else {
+			for j, v := range img {
+				bad = bad || !finite(v)
+				out[j] = v * scale
+			}
+		}
+		if bad {
+			for _, v := range img {
+				if !finite(v) {
+					return fmt.Errorf("%s: dataset %q: sample %d has a non-finite pixel (%v)", s.Path, s.key, start+i, v)
+				}
 			}
 		}
 	}
 	return nil
 }
+
+// finite reports whether v is neither NaN nor infinite.
+func finite(v float32) bool { return v-v == 0 }
 
 // Batch is a run of consecutive samples.
 type Batch struct {

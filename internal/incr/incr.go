@@ -72,7 +72,7 @@ type classifier struct {
 
 // topK is how many of a sample's largest logits are updated exactly
 // between recomputations; the others are bounded together.
-const topK = 16
+const topK = 4
 
 // MaskPoint returns the layer whose output masks the pruned layer's
 // channels: the pruned layer, or the last of a chain of single consumers
@@ -278,8 +278,13 @@ type State struct {
 	// Stats counts the work done, for benchmarks.
 	Stats Stats
 
+	// live has bit c set while mask channel c is non-zero somewhere in the
+	// sample (channels below 64), so a step finds its samples at once.
+	live []uint64
+
 	// Scratch reused by every Zero.
 	rows    []int
+	lx, lz  []float32 // logits' inputs and outputs
 	dp      change
 	changes []change
 }
@@ -316,6 +321,16 @@ func (h *Head) NewState(n int, in ...[]float32) *State {
 		}
 	}
 	h.forward(s.P, s.ext, n, s.pre, s.out)
+	if h.C <= 64 {
+		s.live = make([]uint64, n)
+		for row := 0; row < n; row++ {
+			for q, v := range s.P[row*h.maskSize : (row+1)*h.maskSize] {
+				if v != 0 {
+					s.live[row] |= 1 << (q % h.C)
+				}
+			}
+		}
+	}
 	s.Pred = make([]int, n)
 	s.h0 = make([]float32, n*h.cls.hdim)
 	s.top = make([]int32, n*h.cls.top)
@@ -421,17 +436,18 @@ func (s *State) logits(rows []int) {
 		return
 	}
 	hin := s.input(c.in)
-	x := make([]float32, len(rows)*c.hdim)
+	s.lx = grow(s.lx, len(rows)*c.hdim)
+	s.lz = grow(s.lz, len(rows)*c.k)
+	x, z := s.lx, s.lz
 	for r, row := range rows {
 		copy(x[r*c.hdim:(r+1)*c.hdim], hin[row*c.hdim:(row+1)*c.hdim])
 	}
-	z := make([]float32, len(rows)*c.k)
 	c.dense.Forward(x, len(rows), 1, 1, false, z)
 	t := c.top
 	idx := make([]int32, t+1)
 	val := make([]float32, t+1)
 	for r, row := range rows {
-		n := topN(z[r*c.k:(r+1)*c.k], idx, val)
+		n := kernels.TopN(z[r*c.k:(r+1)*c.k], idx, val)
 		copy(s.top[row*t:(row+1)*t], idx[:t])
 		copy(s.topL[row*t:(row+1)*t], val[:t])
 		s.rest[row] = float32(math.Inf(-1))
@@ -441,34 +457,6 @@ func (s *State) logits(rows []int) {
 		s.Pred[row] = int(idx[0])
 		copy(s.h0[row*c.hdim:(row+1)*c.hdim], x[r*c.hdim:(r+1)*c.hdim])
 	}
-}
-
-// topN fills idx and val with the len(idx) largest values of z, largest
-// first, equal values in index order (as argmax takes the first), and
-// returns how many it filled.
-func topN(z []float32, idx []int32, val []float32) int {
-	n := 0
-	for j, v := range z {
-		if n == len(idx) && v <= val[n-1] {
-			continue
-		}
-		// Insert after every value >= v: equal values keep index order.
-		p := n
-		if n == len(idx) {
-			p = n - 1
-		}
-		for p > 0 && val[p-1] < v {
-			if p < len(idx) {
-				val[p], idx[p] = val[p-1], idx[p-1]
-			}
-			p--
-		}
-		val[p], idx[p] = v, int32(j)
-		if n < len(idx) {
-			n++
-		}
-	}
-	return n
 }
 
 // Clone returns an independent copy of s.
@@ -486,7 +474,8 @@ func (s *State) Clone() *State {
 	c.topL = slices.Clone(s.topL)
 	c.rest = slices.Clone(s.rest)
 	c.Pred = slices.Clone(s.Pred)
-	c.rows, c.dp, c.changes = nil, change{}, nil // scratch is not shared
+	c.live = slices.Clone(s.live)
+	c.rows, c.dp, c.changes, c.lx, c.lz = nil, change{}, nil, nil, nil // scratch is not shared
 	return &c
 }
 
@@ -497,12 +486,22 @@ func (s *State) Zero(channels []int) {
 	ms, C := h.maskSize, h.C
 	// The samples where a zeroed channel was non-zero, and its change.
 	rows := s.rows[:0]
+	var want uint64
+	for _, c := range channels {
+		if c < 64 {
+			want |= 1 << c
+		}
+	}
 	for row := 0; row < s.N; row++ {
-		p := s.P[row*ms : (row+1)*ms]
 		hit := false
-		for _, c := range channels {
-			for q := c; q < ms && !hit; q += C {
-				hit = p[q] != 0
+		if s.live != nil && len(channels) > 0 && channels[len(channels)-1] < 64 && C <= 64 {
+			hit = s.live[row]&want != 0
+		} else {
+			p := s.P[row*ms : (row+1)*ms]
+			for _, c := range channels {
+				for q := c; q < ms && !hit; q += C {
+					hit = p[q] != 0
+				}
 			}
 		}
 		if hit {
@@ -516,6 +515,7 @@ func (s *State) Zero(channels []int) {
 		return
 	}
 	s.dp.reset(len(rows), ms)
+	n := int32(0)
 	for r, row := range rows {
 		p := s.P[row*ms : (row+1)*ms]
 		d := s.dp.d[r*ms : (r+1)*ms]
@@ -524,22 +524,35 @@ func (s *State) Zero(channels []int) {
 				if p[q] != 0 {
 					d[q] = -p[q]
 					p[q] = 0
+					s.dp.idx[n] = int32(q)
+					n++
 				}
 			}
 		}
-		for q, v := range d {
-			if v != 0 {
-				s.dp.idx = append(s.dp.idx, int32(q))
+		s.dp.ptr[r+1] = n
+		if s.live != nil {
+			for _, c := range channels {
+				if c < 64 {
+					s.live[row] &^= 1 << c
+				}
 			}
 		}
-		s.dp.endRow()
 	}
+	s.dp.ptr[0] = 0
 	if h.Incremental {
 		s.push(rows)
 	} else {
 		s.rerun(rows)
 	}
 	s.check(rows)
+}
+
+// grow returns s with length n, reallocated only when too small.
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
 }
 
 // change is how a node's output moved for the samples being updated:
@@ -551,32 +564,18 @@ type change struct {
 	idx []int32
 }
 
-// reset sizes c for na samples of size values, all zero.
+// reset sizes c for na samples of size values, all zero, with room to
+// list every entry.
 func (c *change) reset(na, size int) {
 	if cap(c.d) < na*size {
 		c.d = make([]float32, na*size)
+		c.idx = make([]int32, na*size)
 	}
-	c.d = c.d[:na*size]
+	if cap(c.ptr) < na+1 {
+		c.ptr = make([]int32, na+1)
+	}
+	c.d, c.idx, c.ptr = c.d[:na*size], c.idx[:na*size], c.ptr[:na+1]
 	clear(c.d)
-	c.ptr = append(c.ptr[:0], 0)
-	c.idx = c.idx[:0]
-}
-
-// endRow closes the current sample's list of entries.
-func (c *change) endRow() { c.ptr = append(c.ptr, int32(len(c.idx))) }
-
-// index lists the non-zero entries of every sample.
-func (c *change) index(na, size int) {
-	c.ptr = append(c.ptr[:0], 0)
-	c.idx = c.idx[:0]
-	for r := 0; r < na; r++ {
-		for j, v := range c.d[r*size : (r+1)*size] {
-			if v != 0 {
-				c.idx = append(c.idx, int32(j))
-			}
-		}
-		c.endRow()
-	}
 }
 
 // push propagates the mask-point change (in s.dp) of the samples rows
@@ -620,29 +619,10 @@ func (s *State) push(rows []int) {
 			}
 			if !nd.relu {
 				// Linear: the output moves by the pre-activation change.
-				addRows(s.out[i], d, rows, nd.size)
-				c.index(na, nd.size)
+				kernels.AddIndex(rows, nd.size, d, s.out[i], c.idx, c.ptr)
 				continue
 			}
-			pre, out := s.pre[i], s.out[i]
-			for r, row := range rows {
-				pr := pre[row*nd.size : (row+1)*nd.size]
-				or := out[row*nd.size : (row+1)*nd.size]
-				dr := d[r*nd.size : (r+1)*nd.size]
-				for j, v := range dr {
-					if v == 0 {
-						continue
-					}
-					pr[j] += v
-					nv := max(pr[j], 0)
-					dr[j] = nv - or[j]
-					or[j] = nv
-					if dr[j] != 0 {
-						c.idx = append(c.idx, int32(j))
-					}
-				}
-				c.endRow()
-			}
+			kernels.ReLUApply(rows, nd.size, d, s.pre[i], s.out[i], c.idx, c.ptr)
 		case nd.l.Kind == model.Add:
 			for _, k := range nd.in {
 				if x := in(k); x != nil {
@@ -651,22 +631,18 @@ func (s *State) push(rows []int) {
 					}
 				}
 			}
-			addRows(s.out[i], d, rows, nd.size)
-			c.index(na, nd.size)
+			kernels.AddIndex(rows, nd.size, d, s.out[i], c.idx, c.ptr)
 		default: // ReLU activation of its input's (already updated) output
 			src := s.input(nd.in[0])
 			out := s.out[i]
 			for r, row := range rows {
 				for j := 0; j < nd.size; j++ {
 					nv := max(src[row*nd.size+j], 0)
-					if dv := nv - out[row*nd.size+j]; dv != 0 {
-						d[r*nd.size+j] = dv
-						out[row*nd.size+j] = nv
-						c.idx = append(c.idx, int32(j))
-					}
+					d[r*nd.size+j] = nv - out[row*nd.size+j]
+					out[row*nd.size+j] = nv
 				}
-				c.endRow()
 			}
+			kernels.AddIndex(rows, nd.size, d, nil, c.idx, c.ptr)
 		}
 	}
 }
@@ -675,16 +651,6 @@ func (s *State) push(rows []int) {
 // update than in a dense matrix product (measured on the lab's fc_2): a
 // change with more than 1/sparseCost of its entries moved goes dense.
 const sparseCost = 3
-
-// addRows adds d's rows to the rows of state.
-func addRows(state, d []float32, rows []int, size int) {
-	for r, row := range rows {
-		sr := state[row*size : (row+1)*size]
-		for j, v := range d[r*size : (r+1)*size] {
-			sr[j] += v
-		}
-	}
-}
 
 // rerun recomputes the whole head for the samples rows.
 func (s *State) rerun(rows []int) {
@@ -738,23 +704,20 @@ func (s *State) check(rows []int) {
 	c := &s.h.cls
 	hin := s.input(c.in)
 	t := c.top
-	d := make([]float32, c.hdim)
+	tmp := make([]float32, c.hdim)
+	moves := make([]float32, t)
 	var redo []int
 	for _, row := range rows {
-		var d2 float64
 		a := hin[row*c.hdim : (row+1)*c.hdim]
 		b := s.h0[row*c.hdim : (row+1)*c.hdim]
-		for j := range a {
-			d[j] = a[j] - b[j]
-			d2 += float64(d[j]) * float64(d[j])
-		}
+		d2 := kernels.TopMoves(a, b, c.wt, s.top[row*t:(row+1)*t], moves, tmp)
 		if d2 == 0 {
 			continue
 		}
 		best, bestV, second := -1, math.Inf(-1), math.Inf(-1)
 		for k := 0; k < t; k++ {
 			j := int(s.top[row*t+k])
-			v := float64(s.topL[row*t+k]) + dot(c.wt[j*c.hdim:(j+1)*c.hdim], d)
+			v := float64(s.topL[row*t+k]) + float64(moves[k])
 			switch {
 			case v > bestV || v == bestV && j < best:
 				second = bestV
@@ -774,21 +737,6 @@ func (s *State) check(rows []int) {
 	}
 	s.Stats.Recounted += len(redo)
 	s.logits(redo)
-}
-
-func dot(a, b []float32) float64 {
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return float64(s0 + s1 + s2 + s3)
 }
 
 // Variant reports whether r is b with some output channels of one Conv2D

@@ -209,3 +209,168 @@ void bp_csr_dense(int rows, const int *ptr, const int *idx, const float *din,
 	else
 		csr_plain(rows, ptr, idx, din, K, W, U, dout);
 }
+
+// bp_relu_apply adds the pre-activation change d (na rows of size) to the
+// state rows pre[rows[r]], rectifies into out, leaves in d the change of
+// out, and lists the moved entries of each row (ptr has na+1 entries).
+// Returns the number listed.
+static int relu_plain(int na, const long *rows, int size, float *d, float *pre,
+                      float *out, int *idx, int *ptr) {
+	int n = 0;
+	ptr[0] = 0;
+	for (int r = 0; r < na; r++) {
+		float *dr = d + (size_t)r * size;
+		float *pr = pre + (size_t)rows[r] * size;
+		float *o = out + (size_t)rows[r] * size;
+		for (int j = 0; j < size; j++) {
+			const float v = dr[j];
+			if (v == 0) continue;
+			const float p = pr[j] + v;
+			pr[j] = p;
+			const float nv = p > 0 ? p : 0;
+			const float dv = nv - o[j];
+			dr[j] = dv;
+			o[j] = nv;
+			if (dv != 0) idx[n++] = j;
+		}
+		ptr[r + 1] = n;
+	}
+	return n;
+}
+
+// Eight entries at a time; the moved ones are listed from a bit mask.
+__attribute__((target("avx2,fma"))) static int
+relu_avx(int na, const long *rows, int size, float *d, float *pre, float *out,
+         int *idx, int *ptr) {
+	int n = 0;
+	ptr[0] = 0;
+	const __m256 z = _mm256_setzero_ps();
+	for (int r = 0; r < na; r++) {
+		float *dr = d + (size_t)r * size;
+		float *pr = pre + (size_t)rows[r] * size;
+		float *o = out + (size_t)rows[r] * size;
+		int j = 0;
+		for (; j + 8 <= size; j += 8) {
+			const __m256 v = _mm256_loadu_ps(dr + j);
+			if (_mm256_movemask_ps(_mm256_cmp_ps(v, z, _CMP_NEQ_UQ)) == 0) continue;
+			const __m256 p = _mm256_add_ps(_mm256_loadu_ps(pr + j), v);
+			_mm256_storeu_ps(pr + j, p);
+			const __m256 nv = _mm256_max_ps(p, z);
+			const __m256 dv = _mm256_sub_ps(nv, _mm256_loadu_ps(o + j));
+			_mm256_storeu_ps(o + j, nv);
+			_mm256_storeu_ps(dr + j, dv);
+			unsigned m = _mm256_movemask_ps(_mm256_cmp_ps(dv, z, _CMP_NEQ_UQ));
+			while (m) {
+				idx[n++] = j + __builtin_ctz(m);
+				m &= m - 1;
+			}
+		}
+		for (; j < size; j++) {
+			const float v = dr[j];
+			if (v == 0) continue;
+			const float p = pr[j] + v;
+			pr[j] = p;
+			const float nv = p > 0 ? p : 0;
+			const float dv = nv - o[j];
+			dr[j] = dv;
+			o[j] = nv;
+			if (dv != 0) idx[n++] = j;
+		}
+		ptr[r + 1] = n;
+	}
+	return n;
+}
+
+int bp_relu_apply(int na, const long *rows, int size, float *d, float *pre,
+                  float *out, int *idx, int *ptr) {
+	return bp_have_avx2() ? relu_avx(na, rows, size, d, pre, out, idx, ptr)
+	                      : relu_plain(na, rows, size, d, pre, out, idx, ptr);
+}
+
+// bp_add_index adds d's rows to the state rows and lists the non-zero
+// entries of each row of d.
+int bp_add_index(int na, const long *rows, int size, const float *d,
+                 float *state, int *idx, int *ptr) {
+	int n = 0;
+	ptr[0] = 0;
+	for (int r = 0; r < na; r++) {
+		const float *dr = d + (size_t)r * size;
+		float *s = state ? state + (size_t)rows[r] * size : 0;
+		for (int j = 0; j < size; j++) {
+			if (dr[j] == 0) continue;
+			if (s) s[j] += dr[j];
+			idx[n++] = j;
+		}
+		ptr[r + 1] = n;
+	}
+	return n;
+}
+
+// bp_topn fills idx, val with the k largest values of z (largest first,
+// equal values in index order) and returns how many it filled.
+int bp_topn(const float *z, int n, int k, int *idx, float *val) {
+	int m = 0;
+	for (int j = 0; j < n; j++) {
+		const float v = z[j];
+		if (m == k && v <= val[k - 1]) continue;
+		int p = m < k ? m : k - 1;
+		while (p > 0 && val[p - 1] < v) {
+			if (p < k) {
+				val[p] = val[p - 1];
+				idx[p] = idx[p - 1];
+			}
+			p--;
+		}
+		val[p] = v;
+		idx[p] = j;
+		if (m < k) m++;
+	}
+	return m;
+}
+
+// bp_top_moves sets dv[t] = wt[top[t]] . (a - b) for the t tracked classes
+// and returns |a - b|^2.
+__attribute__((target("avx2,fma"))) static double
+moves_avx(int hdim, const float *a, const float *b, const float *wt,
+          const int *top, int t, float *dv, float *tmp) {
+	double d2 = 0;
+	for (int i = 0; i < hdim; i++) {
+		tmp[i] = a[i] - b[i];
+		d2 += (double)tmp[i] * tmp[i];
+	}
+	for (int k = 0; k < t; k++) {
+		const float *w = wt + (size_t)top[k] * hdim;
+		__m256 s = _mm256_setzero_ps();
+		int i = 0;
+		for (; i + 8 <= hdim; i += 8)
+			s = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(tmp + i), s);
+		float buf[8];
+		_mm256_storeu_ps(buf, s);
+		float r = buf[0] + buf[1] + buf[2] + buf[3] + buf[4] + buf[5] + buf[6] + buf[7];
+		for (; i < hdim; i++) r += w[i] * tmp[i];
+		dv[k] = r;
+	}
+	return d2;
+}
+
+static double moves_plain(int hdim, const float *a, const float *b, const float *wt,
+                          const int *top, int t, float *dv, float *tmp) {
+	double d2 = 0;
+	for (int i = 0; i < hdim; i++) {
+		tmp[i] = a[i] - b[i];
+		d2 += (double)tmp[i] * tmp[i];
+	}
+	for (int k = 0; k < t; k++) {
+		const float *w = wt + (size_t)top[k] * hdim;
+		float r = 0;
+		for (int i = 0; i < hdim; i++) r += w[i] * tmp[i];
+		dv[k] = r;
+	}
+	return d2;
+}
+
+double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
+                    const int *top, int t, float *dv, float *tmp) {
+	return bp_have_avx2() ? moves_avx(hdim, a, b, wt, top, t, dv, tmp)
+	                      : moves_plain(hdim, a, b, wt, top, t, dv, tmp);
+}

@@ -261,3 +261,62 @@ func CSRDense(rows int, ptr, idx []int32, din []float32, k int, w []float32, u i
 	C.bp_csr_dense(C.int(rows), (*C.int)(unsafe.Pointer(&ptr[0])), (*C.int)(unsafe.Pointer(&idx[0])),
 		fptr(din), C.int(k), fptr(w), C.int(u), fptr(dout))
 }
+
+func iptr(s []int32) *C.int {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.int)(unsafe.Pointer(&s[0]))
+}
+
+func lptr(s []int) *C.long {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.long)(unsafe.Pointer(&s[0]))
+}
+
+// ReLUApply adds the pre-activation change d (one row per entry of rows,
+// size values each) to the state rows pre[rows[r]], rectifies into out,
+// leaves in d the change of out, and lists each row's moved entries in idx
+// (at least len(d) long) with ptr (len(rows)+1). It returns how many.
+func ReLUApply(rows []int, size int, d, pre, out []float32, idx, ptr []int32) int {
+	if len(rows) == 0 {
+		ptr[0] = 0
+		return 0
+	}
+	_ = d[len(rows)*size-1]
+	_ = idx[len(rows)*size-1]
+	_ = ptr[len(rows)]
+	return int(C.bp_relu_apply(C.int(len(rows)), lptr(rows), C.int(size), fptr(d), fptr(pre), fptr(out), iptr(idx), iptr(ptr)))
+}
+
+// AddIndex adds d's rows to the state rows (unless state is nil) and
+// lists each row's non-zero entries like ReLUApply.
+func AddIndex(rows []int, size int, d, state []float32, idx, ptr []int32) int {
+	if len(rows) == 0 {
+		ptr[0] = 0
+		return 0
+	}
+	_ = d[len(rows)*size-1]
+	_ = idx[len(rows)*size-1]
+	_ = ptr[len(rows)]
+	return int(C.bp_add_index(C.int(len(rows)), lptr(rows), C.int(size), fptr(d), fptr(state), iptr(idx), iptr(ptr)))
+}
+
+// TopN fills idx and val with the len(idx) largest values of z, largest
+// first, equal values in index order, and returns how many it filled.
+func TopN(z []float32, idx []int32, val []float32) int {
+	_ = val[len(idx)-1]
+	return int(C.bp_topn(fptr(z), C.int(len(z)), C.int(len(idx)), iptr(idx), fptr(val)))
+}
+
+// TopMoves sets dv[k] = wt[top[k]]·(a-b) for each tracked class (wt holds
+// one row of len(a) weights per class) and returns |a-b|²; tmp is scratch
+// of len(a).
+func TopMoves(a, b, wt []float32, top []int32, dv, tmp []float32) float64 {
+	_ = b[len(a)-1]
+	_ = tmp[len(a)-1]
+	_ = dv[len(top)-1]
+	return float64(C.bp_top_moves(C.int(len(a)), fptr(a), fptr(b), fptr(wt), iptr(top), C.int(len(top)), fptr(dv), fptr(tmp)))
+}

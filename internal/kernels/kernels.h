@@ -51,6 +51,14 @@ void bp_sparse_conv(int rows, const float *din, int H, int W, int C,
 void bp_csr_dense(int rows, const int *ptr, const int *idx, const float *din,
                   int K, const float *W, int U, float *dout);
 
+int bp_relu_apply(int na, const long *rows, int size, float *d, float *pre,
+                  float *out, int *idx, int *ptr);
+int bp_add_index(int na, const long *rows, int size, const float *d,
+                 float *state, int *idx, int *ptr);
+int bp_topn(const float *z, int n, int k, int *idx, float *val);
+double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
+                    const int *top, int t, float *dv, float *tmp);
+
 int bp_have_avx2(void);
 
 #endif
