@@ -61,5 +61,22 @@ fixtures: deps
 fixtures-lab: deps
 	$(GO) run ./cmd/mkfixture -out testdata -lab
 
+# Lab-scale benchmarks (sets generated once into .cache/bench, outside
+# git): repair, eval --goodnet, one fine-tuning epoch, and the trunk.
+BENCH := .cache/bench
+bench: build
+	@[ -f $(BENCH)/data/bd/bd_test.h5 ] || $(GO) run ./cmd/mkbench -out $(BENCH)
+	$(GO) run ./cmd/bench -dir $(BENCH) -bin $(BIN) -runs 3
+	$(GO) test -run='^$$' -bench='^BenchmarkTrunk$$' -benchtime=40x -count=3 ./internal/model
+
+# The same repair beside the independent PyTorch peer (../shared/peer).
+bench-peer: build
+	@[ -d ../shared/peer ] || { echo "no ../shared/peer: nothing to compare with"; exit 1; }
+	@/usr/bin/python3 -c 'import torch, h5py' 2>/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "the peer needs python3-torch and python3-h5py (apt-get, as root)" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-h5py python3-pil >/dev/null; }
+	@[ -f $(BENCH)/data/bd/bd_test.h5 ] || $(GO) run ./cmd/mkbench -out $(BENCH)
+	$(GO) run ./cmd/bench -dir $(BENCH) -bin $(BIN) -runs 3 -peer ../shared/peer
+
 clean:
 	rm -rf bin out

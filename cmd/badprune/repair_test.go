@@ -28,7 +28,7 @@ func tinySet(t *testing.T, name string) ([]float32, []int) {
 	}
 	defer s.Close()
 	x := make([]float32, s.N*s.ImageSize())
-	if err := s.Read(0, s.N, x, make([]float32, len(x))); err != nil {
+	if err := s.Read(0, s.N, x, nil); err != nil {
 		t.Fatal(err)
 	}
 	return x, s.Labels

@@ -152,6 +152,9 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 	h, w, c := b.InputShape()
 	sz := h * w * c
 	rep.Start(set.Path, set.N, "images")
+	// The heads of one batch run while the trunk works on the next.
+	var pending sync.WaitGroup
+	defer pending.Wait()
 	err := set.Stream(ctx, batch, func(bt h5data.Batch) error {
 		for k, i := range whole {
 			if err := cls[k].Predict(bt.X, bt.N, preds[i][bt.Start:bt.Start+bt.N]); err != nil {
@@ -166,17 +169,29 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 			if err != nil {
 				return err
 			}
-			for gi, g := range groups {
-				var ins [][]float32
-				for _, name := range g.head.Inputs() {
-					ins = append(ins, res[slices.Index(outputs, name)])
-				}
-				heads(g, ins, bt.Start, bt.N, gi == 0, preds)
+			held := make([][]float32, len(res))
+			for i, r := range res {
+				held[i] = slices.Clone(r[:bt.N*len(r)/batch])
 			}
+			pending.Wait()
+			pending.Add(1)
+			go func(start, n int) {
+				defer pending.Done()
+				for gi, g := range groups {
+					var ins [][]float32
+					for _, name := range g.head.Inputs() {
+						ins = append(ins, held[slices.Index(outputs, name)])
+					}
+					heads(g, ins, start, n, gi == 0, preds)
+				}
+				rep.Add(n)
+			}(bt.Start, bt.N)
+			return nil
 		}
 		rep.Add(bt.N)
 		return nil
 	})
+	pending.Wait()
 	if err != nil {
 		return nil, err
 	}

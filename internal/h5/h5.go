@@ -14,7 +14,7 @@ package h5
 //
 // static herr_t bp_read(hid_t ds, int native, int rank, const hsize_t *off,
 //                       const hsize_t *cnt, void *buf) {
-//   hid_t mt = native == 0 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+//   hid_t mt = native == 0 ? H5T_NATIVE_FLOAT : native == 1 ? H5T_NATIVE_DOUBLE : H5T_NATIVE_UINT8;
 //   hid_t fs = H5Dget_space(ds);
 //   if (fs < 0) return -1;
 //   herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
@@ -301,6 +301,14 @@ func ReadFloat32(ds *hdf5.Dataset, off, cnt []int, dst []float32) error {
 		return read(ds, 0, off, cnt, nil, 0)
 	}
 	return read(ds, 0, off, cnt, unsafe.Pointer(&dst[0]), len(dst))
+}
+
+// ReadUint8 is ReadFloat32 for uint8 values.
+func ReadUint8(ds *hdf5.Dataset, off, cnt []int, dst []uint8) error {
+	if len(dst) == 0 {
+		return read(ds, 2, off, cnt, nil, 0)
+	}
+	return read(ds, 2, off, cnt, unsafe.Pointer(&dst[0]), len(dst))
 }
 
 // ReadFloat64 is ReadFloat32 for float64 values.

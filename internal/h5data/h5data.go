@@ -15,6 +15,7 @@ import (
 
 	"badprune/internal/guard"
 	"badprune/internal/h5"
+	"badprune/internal/kernels"
 )
 
 // MaxSamples bounds the samples of a set: a damaged or hostile file can
@@ -221,60 +222,82 @@ func (s *Set) close() error {
 // ImageSize is the number of values of one image.
 func (s *Set) ImageSize() int { return s.H * s.W * s.C }
 
+// Buffer is scratch for Read, reused between calls.
+type Buffer struct {
+	u8  []uint8
+	f32 []float32
+	f64 []float64
+}
+
 // Read reads images [start, start+n) into dst as NHWC float32 times the
-// scale, using raw (n*ImageSize values) as scratch for channels-first sets.
-// A non-finite pixel is an error naming the sample.
-func (s *Set) Read(start, n int, dst, raw []float32) error {
+// scale. The library copies the stored values as they are (no conversion),
+// and one pass converts, transposes and checks them: a non-finite pixel is
+// an error naming the sample. buf may be nil.
+func (s *Set) Read(start, n int, dst []float32, buf *Buffer) error {
 	if start < 0 || n < 0 || start+n > s.N {
 		return fmt.Errorf("%s: samples %d..%d outside 0..%d", s.Path, start, start+n-1, s.N-1)
 	}
-	sz := s.ImageSize()
-	buf := dst[:n*sz]
-	if s.ChannelsFirst {
-		buf = raw[:n*sz]
+	if buf == nil {
+		buf = &Buffer{}
 	}
+	sz := s.ImageSize()
 	var cnt []int
 	if s.ChannelsFirst {
 		cnt = []int{n, s.C, s.H, s.W}
 	} else {
 		cnt = []int{n, s.H, s.W, s.C}
 	}
+	off := []int{start, 0, 0, 0}
+	var raw any
 	guard.Reading(s.Path)
-	if err := h5.Locked(func() error { return h5.ReadFloat32(s.data, []int{start, 0, 0, 0}, cnt, buf) }); err != nil {
+	err := h5.Locked(func() error {
+		switch {
+		case s.Type.Class == h5.Uint && s.Type.Size == 1:
+			buf.u8 = growU8(buf.u8, n*sz)
+			raw = buf.u8
+			return h5.ReadUint8(s.data, off, cnt, buf.u8)
+		case s.Type.Size == 8:
+			buf.f64 = growF64(buf.f64, n*sz)
+			raw = buf.f64
+			return h5.ReadFloat64(s.data, off, cnt, buf.f64)
+		default:
+			buf.f32 = growF32(buf.f32, n*sz)
+			raw = buf.f32
+			return h5.ReadFloat32(s.data, off, cnt, buf.f32)
+		}
+	})
+	if err != nil {
 		return fmt.Errorf("%s: dataset %q, samples %d..%d: %w", s.Path, s.key, start, start+n-1, err)
 	}
-	hw, c, scale := s.H*s.W, s.C, s.scale
-	for i := 0; i < n; i++ {
-		img := buf[i*sz : (i+1)*sz]
-		out := dst[i*sz : (i+1)*sz]
-		bad := false
-		if s.ChannelsFirst {
-			for ch := 0; ch < c; ch++ {
-				plane := img[ch*hw : (ch+1)*hw]
-				for p, v := range plane {
-					bad = bad || !finite(v)
-					out[p*c+ch] = v * scale
-				}
-			}
-		} else {
-			for j, v := range img {
-				bad = bad || !finite(v)
-				out[j] = v * scale
-			}
-		}
-		if bad {
-			for _, v := range img {
-				if !finite(v) {
-					return fmt.Errorf("%s: dataset %q: sample %d has a non-finite pixel (%v)", s.Path, s.key, start+i, v)
-				}
-			}
-		}
+	if n == 0 {
+		return nil
+	}
+	if i := kernels.Convert(raw, n, s.C, s.H*s.W, s.ChannelsFirst, s.scale, dst[:n*sz]); i >= 0 {
+		return fmt.Errorf("%s: dataset %q: sample %d has a non-finite pixel", s.Path, s.key, start+i)
 	}
 	return nil
 }
 
-// finite reports whether v is neither NaN nor infinite.
-func finite(v float32) bool { return v-v == 0 }
+func growU8(b []uint8, n int) []uint8 {
+	if cap(b) < n {
+		return make([]uint8, n)
+	}
+	return b[:n]
+}
+
+func growF32(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
+
+func growF64(b []float64, n int) []float64 {
+	if cap(b) < n {
+		return make([]float64, n)
+	}
+	return b[:n]
+}
 
 // Batch is a run of consecutive samples.
 type Batch struct {
@@ -310,10 +333,7 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 	}()
 	go func() {
 		defer close(ready)
-		var raw []float32
-		if s.ChannelsFirst {
-			raw = make([]float32, size*sz)
-		}
+		var buf Buffer
 		for start := 0; start < s.N; start += size {
 			var x []float32
 			select {
@@ -322,7 +342,7 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 				return
 			}
 			n := min(size, s.N-start)
-			err := s.Read(start, n, x, raw)
+			err := s.Read(start, n, x, &buf)
 			select {
 			case ready <- item{Batch{start, n, x[:n*sz], s.Labels[start : start+n]}, err}:
 			case <-ctx.Done():

@@ -75,7 +75,7 @@ func TestLayoutsAndTypes(t *testing.T) {
 	want := ref[:3]
 	s, _ := h5data.Open(tiny+"clean_u8_nchw.h5", h5data.Options{H: 55, W: 47, C: 3, Scale: 2})
 	x := make([]float32, s.ImageSize())
-	if err := s.Read(0, 1, x, make([]float32, s.ImageSize())); err != nil {
+	if err := s.Read(0, 1, x, nil); err != nil {
 		t.Fatal(err)
 	}
 	if x[0] != 2*want[0] || x[1] != 2*want[1] || x[2] != 2*want[2] {

@@ -374,3 +374,31 @@ double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
 	return bp_have_avx2() ? moves_avx(hdim, a, b, wt, top, t, dv, tmp)
 	                      : moves_plain(hdim, a, b, wt, top, t, dv, tmp);
 }
+
+// bp_convert turns n images stored as uint8 (kind 0), float32 (1) or
+// float64 (2), channels-first or last, into NHWC float32 times scale. It
+// returns the index of the first image holding a non-finite value, or -1.
+int bp_convert(const void *src, int kind, int n, int C, int HW, int cf,
+               float scale, float *dst) {
+	const int sz = C * HW;
+	int bad = -1;
+	for (int i = 0; i < n; i++) {
+		float *o = dst + (size_t)i * sz;
+		int finite = 1;
+		for (int c = 0; c < C; c++) {
+			for (int p = 0; p < HW; p++) {
+				const size_t s = (size_t)i * sz + (cf ? (size_t)c * HW + p : (size_t)p * C + c);
+				float v;
+				switch (kind) {
+				case 0: v = ((const unsigned char *)src)[s]; break;
+				case 1: v = ((const float *)src)[s]; break;
+				default: v = (float)((const double *)src)[s]; break;
+				}
+				finite &= (v - v == 0);
+				o[(size_t)p * C + c] = v * scale;
+			}
+		}
+		if (!finite && bad < 0) bad = i;
+	}
+	return bad;
+}

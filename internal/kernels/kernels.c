@@ -117,6 +117,46 @@ kern_avx_8(const tile_t *t, const int *toff, int ntaps, int run,
 	for (int r = 0; r < t->rows; r++) memcpy(t->op[r] + jb, v[r], sizeof(float) * ncols);
 }
 
+// 4 pixels x 24 channels: for layers of 17..24 output channels (the lab's
+// conv_1 has 20), one pass instead of a 16-wide and a mostly idle 8-wide.
+__attribute__((target("avx2,fma"))) static void
+kern_avx_24(const tile_t *t, const int *toff, int ntaps, int run,
+            const float *kp, const float *bias, int ncols, int relu) {
+	const __m256 i0 = _mm256_loadu_ps(bias), i1 = _mm256_loadu_ps(bias + 8), i2 = _mm256_loadu_ps(bias + 16);
+	__m256 c00 = i0, c01 = i1, c02 = i2, c10 = i0, c11 = i1, c12 = i2;
+	__m256 c20 = i0, c21 = i1, c22 = i2, c30 = i0, c31 = i1, c32 = i2;
+	const float *kt = kp;
+	for (int tp = 0; tp < ntaps; tp++) {
+		const int o = toff[tp];
+		const float *a0 = t->ip[0] + o, *a1 = t->ip[1] + o, *a2 = t->ip[2] + o, *a3 = t->ip[3] + o;
+		for (int ci = 0; ci < run; ci++, kt += 24) {
+			const __m256 w0 = _mm256_loadu_ps(kt), w1 = _mm256_loadu_ps(kt + 8), w2 = _mm256_loadu_ps(kt + 16);
+			__m256 a;
+			a = _mm256_broadcast_ss(a0 + ci);
+			c00 = _mm256_fmadd_ps(a, w0, c00); c01 = _mm256_fmadd_ps(a, w1, c01); c02 = _mm256_fmadd_ps(a, w2, c02);
+			a = _mm256_broadcast_ss(a1 + ci);
+			c10 = _mm256_fmadd_ps(a, w0, c10); c11 = _mm256_fmadd_ps(a, w1, c11); c12 = _mm256_fmadd_ps(a, w2, c12);
+			a = _mm256_broadcast_ss(a2 + ci);
+			c20 = _mm256_fmadd_ps(a, w0, c20); c21 = _mm256_fmadd_ps(a, w1, c21); c22 = _mm256_fmadd_ps(a, w2, c22);
+			a = _mm256_broadcast_ss(a3 + ci);
+			c30 = _mm256_fmadd_ps(a, w0, c30); c31 = _mm256_fmadd_ps(a, w1, c31); c32 = _mm256_fmadd_ps(a, w2, c32);
+		}
+	}
+	if (relu) {
+		const __m256 z = _mm256_setzero_ps();
+		c00 = _mm256_max_ps(c00, z); c01 = _mm256_max_ps(c01, z); c02 = _mm256_max_ps(c02, z);
+		c10 = _mm256_max_ps(c10, z); c11 = _mm256_max_ps(c11, z); c12 = _mm256_max_ps(c12, z);
+		c20 = _mm256_max_ps(c20, z); c21 = _mm256_max_ps(c21, z); c22 = _mm256_max_ps(c22, z);
+		c30 = _mm256_max_ps(c30, z); c31 = _mm256_max_ps(c31, z); c32 = _mm256_max_ps(c32, z);
+	}
+	float v[4][24];
+	_mm256_storeu_ps(v[0], c00); _mm256_storeu_ps(v[0] + 8, c01); _mm256_storeu_ps(v[0] + 16, c02);
+	_mm256_storeu_ps(v[1], c10); _mm256_storeu_ps(v[1] + 8, c11); _mm256_storeu_ps(v[1] + 16, c12);
+	_mm256_storeu_ps(v[2], c20); _mm256_storeu_ps(v[2] + 8, c21); _mm256_storeu_ps(v[2] + 16, c22);
+	_mm256_storeu_ps(v[3], c30); _mm256_storeu_ps(v[3] + 8, c31); _mm256_storeu_ps(v[3] + 16, c32);
+	for (int r = 0; r < t->rows; r++) memcpy(t->op[r], v[r], sizeof(float) * ncols);
+}
+
 static void kern_plain(const tile_t *t, const int *toff, int ntaps, int C,
                        const float *kp, int ldk, const float *bias, int jb,
                        int ncols, int relu) {
@@ -165,13 +205,15 @@ static void conv_init(conv_t *c, const float *in, int H, int W, int C,
 // row-major over images, rows, columns) into out, pixel q at out[(q-q0)*OC].
 static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 	const long per = (long)c->OH * c->OW;
+	const int wide24 = c->avx && c->ldk == 24 && c->panel >= 24;
+	const int mr = wide24 ? 4 : MR;
 	for (int p0 = 0; p0 < c->ldk; p0 += c->panel) {
 		const int p1 = p0 + c->panel < c->ldk ? p0 + c->panel : c->ldk;
 		long n = q0 / per;
 		int oy = (int)(q0 % per) / c->OW, ox = (int)(q0 % per) % c->OW;
-		for (long q = q0; q < q1; q += MR) {
+		for (long q = q0; q < q1; q += mr) {
 			tile_t t;
-			t.rows = q1 - q < MR ? (int)(q1 - q) : MR;
+			t.rows = q1 - q < mr ? (int)(q1 - q) : mr;
 			for (int r = 0; r < MR; r++) {
 				if (r < t.rows) {
 					t.ip[r] = c->in + (((n * c->H) + (long)oy * c->SH) * c->W + (long)ox * c->SW) * c->C;
@@ -187,6 +229,10 @@ static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 					t.ip[r] = t.ip[t.rows - 1];
 					t.op[r] = t.op[t.rows - 1];
 				}
+			}
+			if (wide24) {
+				kern_avx_24(&t, c->toff, c->KH, c->run, c->kp, c->bias, c->OC, c->relu);
+				continue;
 			}
 			for (int jb = p0; jb < p1 && jb < c->OC;) {
 				const int left = c->OC - jb; // real columns still to write

@@ -320,3 +320,26 @@ func TopMoves(a, b, wt []float32, top []int32, dv, tmp []float32) float64 {
 	_ = dv[len(top)-1]
 	return float64(C.bp_top_moves(C.int(len(a)), fptr(a), fptr(b), fptr(wt), iptr(top), C.int(len(top)), fptr(dv), fptr(tmp)))
 }
+
+// Convert turns n images stored in src ([]uint8, []float32 or []float64;
+// channels-first when cf) into NHWC float32 times scale in dst. It returns
+// the index of the first image holding a non-finite value, or -1.
+func Convert(src any, n, c, hw int, cf bool, scale float32, dst []float32) int {
+	var p unsafe.Pointer
+	var kind C.int
+	switch s := src.(type) {
+	case []uint8:
+		_ = s[n*c*hw-1]
+		p, kind = unsafe.Pointer(&s[0]), 0
+	case []float32:
+		_ = s[n*c*hw-1]
+		p, kind = unsafe.Pointer(&s[0]), 1
+	case []float64:
+		_ = s[n*c*hw-1]
+		p, kind = unsafe.Pointer(&s[0]), 2
+	default:
+		panic("kernels: Convert of an unknown type")
+	}
+	_ = dst[n*c*hw-1]
+	return int(C.bp_convert(p, kind, C.int(n), C.int(c), C.int(hw), cbool(cf), C.float(scale), fptr(dst)))
+}

@@ -59,6 +59,9 @@ int bp_topn(const float *z, int n, int k, int *idx, float *val);
 double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
                     const int *top, int t, float *dv, float *tmp);
 
+int bp_convert(const void *src, int kind, int n, int C, int HW, int cf,
+               float scale, float *dst);
+
 int bp_have_avx2(void);
 
 #endif

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -219,8 +220,13 @@ func TestGradients(t *testing.T) {
 
 // BenchmarkTrunk runs the lab's conv_1..pool_3 on random weights.
 func BenchmarkTrunk(b *testing.B) {
+	for _, n := range []int{64, 256} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) { benchTrunk(b, n) })
+	}
+}
+
+func benchTrunk(b *testing.B, n int) {
 	r := rand.New(rand.NewPCG(7, 8))
-	const n = 64
 	c1 := NewConv(randSlice(r, 4*4*3*20, -0.1, 0.1), randSlice(r, 20, 0, 0.1), 4, 4, 3, 20, 1, 1)
 	c2 := NewConv(randSlice(r, 3*3*20*40, -0.1, 0.1), randSlice(r, 40, 0, 0.1), 3, 3, 20, 40, 1, 1)
 	c3 := NewConv(randSlice(r, 3*3*40*60, -0.1, 0.1), randSlice(r, 60, 0, 0.1), 3, 3, 40, 60, 1, 1)

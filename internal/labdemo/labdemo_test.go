@@ -46,7 +46,7 @@ func read(t *testing.T, path string, m *model.Model) train.Data {
 	}
 	defer s.Close()
 	x := make([]float32, s.N*s.ImageSize())
-	if err := s.Read(0, s.N, x, make([]float32, len(x))); err != nil {
+	if err := s.Read(0, s.N, x, nil); err != nil {
 		t.Fatal(err)
 	}
 	return train.Data{X: x, Labels: s.Labels}

@@ -229,43 +229,47 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	}
 	cv.Order = Rank(cv.Mean)
 
-	// Pass 2: every step on the clean set, from the cached activations.
+	// Passes 2 and 3: every step on the clean set, from the cached
+	// activations, while the poisoned set streams through the trunk; its
+	// steps follow batch by batch.
 	steps := len(cv.Order)
-	cfg.Progress.Start("pruning on "+cfg.Valid.Path, cfg.Valid.N, "images")
-	var mu sync.Mutex
+	total := cfg.Valid.N
+	if cfg.BDValid != nil {
+		total += cfg.BDValid.N
+		cv.NBD = cfg.BDValid.N
+		cv.BDHits = make([]int, steps+1)
+	}
 	cv.Hits = make([]int, steps+1)
-	pool := newPool(ctx)
-	const chunk = 256
-	for lo := 0; lo < cfg.Valid.N; lo += chunk {
-		hi := min(lo+chunk, cfg.Valid.N)
-		in := make([][]float32, len(inputs))
-		for i := range inputs {
-			in[i] = cache[i][lo*sizes[i] : hi*sizes[i]]
-		}
-		labels := cfg.Valid.Labels[lo:hi]
-		pool.Go(func() {
+	cfg.Progress.Start("pruning, every step", total, "images")
+	var mu sync.Mutex
+	job := func(dst []int, in [][]float32, labels []int) func() {
+		return func() {
 			hits, st := steps1(head, in, labels, cv.Order)
 			mu.Lock()
 			for k := range hits {
-				cv.Hits[k] += hits[k]
+				dst[k] += hits[k]
 			}
 			cv.Stats.Add(st)
 			mu.Unlock()
 			cfg.Progress.Add(len(labels))
-		})
+		}
 	}
-	if err := pool.Wait(); err != nil {
-		return nil, err
-	}
-	cache = nil
-
-	// Pass 3: the poisoned set, streamed: trunk, then every step.
+	pool := newPool(ctx)
+	cleanDone := make(chan struct{})
+	go func() {
+		defer close(cleanDone)
+		const chunk = 256
+		for lo := 0; lo < cfg.Valid.N; lo += chunk {
+			hi := min(lo+chunk, cfg.Valid.N)
+			in := make([][]float32, len(inputs))
+			for i := range inputs {
+				in[i] = cache[i][lo*sizes[i] : hi*sizes[i]]
+			}
+			pool.Go(job(cv.Hits, in, cfg.Valid.Labels[lo:hi]))
+		}
+	}()
 	if cfg.BDValid != nil {
-		cv.NBD = cfg.BDValid.N
-		cv.BDHits = make([]int, steps+1)
-		cfg.Progress.Start("pruning on "+cfg.BDValid.Path, cfg.BDValid.N, "images")
-		pool := newPool(ctx)
-		err := cfg.BDValid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
+		err = cfg.BDValid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
 			res, err := tr.run(b.X, b.N)
 			if err != nil {
 				return err
@@ -274,25 +278,16 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 			for i := range inputs {
 				in[i] = append([]float32(nil), res[i][:b.N*sizes[i]]...)
 			}
-			labels := b.Labels
-			pool.Go(func() {
-				hits, st := steps1(head, in, labels, cv.Order)
-				mu.Lock()
-				for k := range hits {
-					cv.BDHits[k] += hits[k]
-				}
-				cv.Stats.Add(st)
-				mu.Unlock()
-				cfg.Progress.Add(len(labels))
-			})
+			pool.Go(job(cv.BDHits, in, b.Labels))
 			return pool.Err()
 		})
-		if werr := pool.Wait(); err == nil {
-			err = werr
-		}
-		if err != nil {
-			return nil, err
-		}
+	}
+	<-cleanDone
+	if werr := pool.Wait(); err == nil {
+		err = werr
+	}
+	if err != nil {
+		return nil, err
 	}
 	return cv, nil
 }
