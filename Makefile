@@ -30,8 +30,8 @@ test: deps
 	$(GO) test ./...
 	$(GO) test $(FUZZ) -fuzz='^FuzzDecode$$' ./internal/imageio
 	$(GO) test $(FUZZ) -fuzz='^FuzzConfig$$' ./internal/model
-	$(GO) test $(FUZZ) -fuzz='^FuzzDataFile$$' ./cmd/badprune
-	$(GO) test $(FUZZ) -fuzz='^FuzzModelFile$$' ./cmd/badprune
+	$(GO) test $(FUZZ) -fuzztime=6s -fuzz='^FuzzDataFile$$' ./cmd/badprune
+	$(GO) test $(FUZZ) -fuzztime=6s -fuzz='^FuzzModelFile$$' ./cmd/badprune
 
 # The defense end to end on the demo lab (testdata/lab, the lab's layout):
 # prune; fine-prune B'_4 (repair --finetune); evaluate B, each B' and G;

@@ -16,6 +16,13 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	// Fuzzing workers are processes of this test binary started after
+	// TestMain: they inherit the variable and reuse the build.
+	const env = "BADPRUNE_TEST_BINARY"
+	if p := os.Getenv(env); p != "" {
+		binary = p
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "badprune-test")
 	if err != nil {
 		panic(err)
@@ -25,6 +32,7 @@ func TestMain(m *testing.M) {
 		os.Stderr.Write(out)
 		panic(err)
 	}
+	os.Setenv(env, binary)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
