@@ -107,6 +107,9 @@ func run(dir, bin string, runs int, peer string) error {
 	if peer == "" {
 		return nil
 	}
+	if peer, err = filepath.Abs(peer); err != nil {
+		return err
+	}
 	py := "/usr/bin/python3"
 	var ps []sample
 	for i := 0; i < runs; i++ {
