@@ -22,8 +22,9 @@ func main() {
 	bin := flag.String("bin", "bin/badprune", "badprune binary")
 	runs := flag.Int("runs", 3, "runs per phase")
 	peer := flag.String("peer", "", "the peer's folder (../shared/peer): time it too")
+	peerRuns := flag.Int("peer-runs", 1, "runs of the peer (it takes minutes here)")
 	flag.Parse()
-	if err := run(*dir, *bin, *runs, *peer); err != nil {
+	if err := run(*dir, *bin, *runs, *peer, *peerRuns); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -71,7 +72,7 @@ type phase struct {
 	args   []string
 }
 
-func run(dir, bin string, runs int, peer string) error {
+func run(dir, bin string, runs int, peer string, peerRuns int) error {
 	bin, err := filepath.Abs(bin)
 	if err != nil {
 		return err
@@ -112,7 +113,7 @@ func run(dir, bin string, runs int, peer string) error {
 	}
 	py := "/usr/bin/python3"
 	var ps []sample
-	for i := 0; i < runs; i++ {
+	for i := 0; i < peerRuns; i++ {
 		s, err := timed(dir, py, filepath.Join(peer, "repair_ref.py"), "models/bd_net.h5", "data/cl/valid.h5", "data/bd/bd_valid.h5", "--mode", "cached")
 		if err != nil {
 			return err
