@@ -81,31 +81,7 @@ func Masks(m *model.Model) map[string][]int {
 }
 
 func accuracy(m *model.Model, d train.Data) (float64, error) {
-	if d.N() == 0 {
-		return 0, nil
-	}
-	const batch = 256
-	cl, err := infer.NewClassifier(m, min(batch, d.N()))
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-	h, w, c := m.InputShape()
-	sz := h * w * c
-	pred := make([]int, batch)
-	hit := 0
-	for lo := 0; lo < d.N(); lo += batch {
-		n := min(batch, d.N()-lo)
-		if err := cl.Predict(d.X[lo*sz:(lo+n)*sz], n, pred); err != nil {
-			return 0, err
-		}
-		for i := 0; i < n; i++ {
-			if pred[i] == d.Labels[lo+i] {
-				hit++
-			}
-		}
-	}
-	return 100 * float64(hit) / float64(d.N()), nil
+	return infer.Accuracy(m, d.X, d.Labels)
 }
 
 // Run fine-tunes m in place on clean (all but the holdout) and leaves it

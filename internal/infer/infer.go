@@ -97,3 +97,32 @@ func Predict(ctx context.Context, set *h5data.Set, models []*model.Model, batch 
 	}
 	return preds, nil
 }
+
+// Accuracy is the percentage of the NHWC images x that m labels as labels
+// says (0 for no images).
+func Accuracy(m *model.Model, x []float32, labels []int) (float64, error) {
+	if len(labels) == 0 {
+		return 0, nil
+	}
+	cl, err := NewClassifier(m, min(DefaultBatch, len(labels)))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	h, w, c := m.InputShape()
+	sz := h * w * c
+	pred := make([]int, DefaultBatch)
+	hit := 0
+	for lo := 0; lo < len(labels); lo += DefaultBatch {
+		n := min(DefaultBatch, len(labels)-lo)
+		if err := cl.Predict(x[lo*sz:(lo+n)*sz], n, pred); err != nil {
+			return 0, err
+		}
+		for i := 0; i < n; i++ {
+			if pred[i] == labels[lo+i] {
+				hit++
+			}
+		}
+	}
+	return 100 * float64(hit) / float64(len(labels)), nil
+}

@@ -139,28 +139,7 @@ func Draw(cfg Config) Sets {
 
 // Accuracy is the percentage of d that m labels correctly.
 func Accuracy(m *model.Model, d train.Data) (float64, error) {
-	const batch = 256
-	cl, err := infer.NewClassifier(m, batch)
-	if err != nil {
-		return 0, err
-	}
-	defer cl.Close()
-	h, w, c := m.InputShape()
-	sz := h * w * c
-	pred := make([]int, batch)
-	hit := 0
-	for lo := 0; lo < d.N(); lo += batch {
-		n := min(batch, d.N()-lo)
-		if err := cl.Predict(d.X[lo*sz:(lo+n)*sz], n, pred); err != nil {
-			return 0, err
-		}
-		for i := 0; i < n; i++ {
-			if pred[i] == d.Labels[lo+i] {
-				hit++
-			}
-		}
-	}
-	return 100 * float64(hit) / float64(d.N()), nil
+	return infer.Accuracy(m, d.X, d.Labels)
 }
 
 // TrainBadNet trains a fresh DeepID on the poisoned training set.
