@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 
@@ -176,7 +177,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		cfg.Batch = 256
 	}
 	inputs := head.Inputs()
-	rankAt := slicesIndex(inputs, cfg.RankLayer)
+	rankAt := slices.Index(inputs, cfg.RankLayer)
 	outputs := inputs
 	if rankAt < 0 {
 		outputs = append(append([]string{}, inputs...), cfg.RankLayer)
@@ -313,15 +314,6 @@ func steps1(h *incr.Head, in [][]float32, labels []int, order []int) ([]int, inc
 		hits[k+1] = count()
 	}
 	return hits, s.Stats
-}
-
-func slicesIndex(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // trunk runs the model's graph up to the head's inputs.
