@@ -34,25 +34,25 @@ test: deps
 	$(GO) test $(FUZZ) -fuzztime=6s -fuzz='^FuzzModelFile$$' ./cmd/badprune
 
 # The defense end to end on the demo lab (testdata/lab, the lab's layout):
-# prune; fine-prune B'_4 (repair --finetune); evaluate B, each B' and G;
+# prune; fine-prune B'_10 (repair --finetune); evaluate B, each B' and G;
 # plot. Then the same against the pruning-aware BadNet. All in out/demo/.
 DEMO := out/demo
 LAB  := testdata/lab
-FT   := --finetune --ft-lr 3e-3 --ft-l2 1e-3 --ft-epochs 16 --ft-patience 0
+FT   := --finetune --ft-lr 5e-3 --ft-l2 1e-3 --ft-epochs 16 --ft-patience 0
 demo: build
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
-	@echo "== the demo BadNet: prune conv_3, fine-prune B'_4, evaluate, plot"
+	@echo "== the demo BadNet: prune conv_3, fine-prune B'_10, evaluate, plot"
 	cd $(LAB) && ../../$(BIN) repair -q --out ../../$(DEMO)
-	cd $(LAB) && ../../$(BIN) repair -q --threshold 4 $(FT) --out ../../$(DEMO)/finetune
-	cd $(LAB) && ../../$(BIN) eval --goodnet -q --repaired ../../$(DEMO)/ --repaired ../../$(DEMO)/finetune/finetuned_4.h5 --out ../../$(DEMO)
+	cd $(LAB) && ../../$(BIN) repair -q --threshold 10 $(FT) --out ../../$(DEMO)/finetune
+	cd $(LAB) && ../../$(BIN) eval --goodnet -q --repaired ../../$(DEMO)/ --repaired ../../$(DEMO)/finetune/finetuned_10.h5 --out ../../$(DEMO)
 	$(BIN) plot --log $(DEMO)/prune_log.json --eval $(DEMO)/eval.json --out $(DEMO)
 	$(BIN) plot --finetune --log $(DEMO)/finetune/prune_log.json --out $(DEMO)/finetune
 	@echo
 	@echo "== the pruning-aware BadNet: pruning alone, then fine-pruning"
 	cd $(LAB) && ../../$(BIN) repair -q --model models/pa_bd_net.h5 --out ../../$(DEMO)/pruning-aware
-	cd $(LAB) && ../../$(BIN) repair -q --model models/pa_bd_net.h5 --threshold 4 $(FT) --out ../../$(DEMO)/pruning-aware/finetune
+	cd $(LAB) && ../../$(BIN) repair -q --model models/pa_bd_net.h5 --threshold 10 $(FT) --out ../../$(DEMO)/pruning-aware/finetune
 	cd $(LAB) && ../../$(BIN) eval --goodnet -q --model models/pa_bd_net.h5 --repaired ../../$(DEMO)/pruning-aware/ \
-	  --repaired ../../$(DEMO)/pruning-aware/finetune/finetuned_4.h5 --out ../../$(DEMO)/pruning-aware
+	  --repaired ../../$(DEMO)/pruning-aware/finetune/finetuned_10.h5 --out ../../$(DEMO)/pruning-aware
 	$(BIN) plot --log $(DEMO)/pruning-aware/prune_log.json --eval $(DEMO)/pruning-aware/eval.json --out $(DEMO)/pruning-aware
 	$(BIN) plot --finetune --log $(DEMO)/pruning-aware/finetune/prune_log.json --out $(DEMO)/pruning-aware/finetune
 
