@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"badprune/internal/fixture"
 	"badprune/internal/h5"
 	"badprune/internal/model"
 )
@@ -15,36 +16,13 @@ import (
 // them: each ends in exit 1 with one line that names the file or flag and
 // the problem, writes no output, and leaves the inputs' bytes as they were.
 
-type raw struct {
-	name string
-	typ  h5.Stored
-	dims []int
-	vals []float32
+func raw(name string, typ h5.Stored, dims []int, vals []float32) fixture.Dataset {
+	return fixture.Dataset{Name: name, Type: typ, Dims: dims, Vals: vals}
 }
 
-func writeSet(t *testing.T, path string, sets ...raw) string {
+func writeSet(t *testing.T, path string, sets ...fixture.Dataset) string {
 	t.Helper()
-	err := h5.Locked(func() error {
-		f, err := h5.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		for _, d := range sets {
-			n, err := f.Dataset(d.name, d.typ, d.dims, 0, 0)
-			if err != nil {
-				return err
-			}
-			if len(d.vals) > 0 {
-				if err := n.Write(make([]int, len(d.dims)), d.dims, d.vals); err != nil {
-					return err
-				}
-			}
-			n.Close()
-		}
-		return nil
-	})
-	if err != nil {
+	if err := fixture.WriteDatasets(path, sets...); err != nil {
 		t.Fatal(err)
 	}
 	return path
@@ -117,16 +95,16 @@ func TestBadInputs(t *testing.T) {
 	nan := img(2)
 	nan[3*55*47+7] = float32(math.NaN())
 	sets := map[string]string{
-		"count":  writeSet(t, filepath.Join(dir, "count.h5"), raw{"data", h5.StoreUint8, []int{3, 3, 55, 47}, img(3)}, raw{"label", h5.StoreFloat32, []int{2}, lbl(0, 0)}),
-		"size":   writeSet(t, filepath.Join(dir, "size.h5"), raw{"data", h5.StoreUint8, []int{1, 3, 50, 47}, make([]float32, 3*50*47)}, raw{"label", h5.StoreFloat32, []int{1}, lbl(0)}),
-		"chan":   writeSet(t, filepath.Join(dir, "chan.h5"), raw{"data", h5.StoreUint8, []int{1, 1, 55, 47}, make([]float32, 55*47)}, raw{"label", h5.StoreFloat32, []int{1}, lbl(0)}),
-		"range":  writeSet(t, filepath.Join(dir, "range.h5"), raw{"data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)}, raw{"label", h5.StoreFloat64, []int{2}, lbl(1, 9)}),
-		"float":  writeSet(t, filepath.Join(dir, "float.h5"), raw{"data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)}, raw{"label", h5.StoreFloat64, []int{2}, lbl(1, 0.5)}),
-		"nan":    writeSet(t, filepath.Join(dir, "nan.h5"), raw{"data", h5.StoreFloat32, []int{2, 3, 55, 47}, nan}, raw{"label", h5.StoreFloat32, []int{2}, lbl(0, 0)}),
-		"empty":  writeSet(t, filepath.Join(dir, "empty.h5"), raw{"data", h5.StoreUint8, []int{0, 3, 55, 47}, nil}, raw{"label", h5.StoreFloat32, []int{0}, nil}),
-		"dtype":  writeSet(t, filepath.Join(dir, "dtype.h5"), raw{"data", h5.StoreInt16, []int{1, 3, 55, 47}, img(1)}, raw{"label", h5.StoreFloat32, []int{1}, lbl(0)}),
-		"nolbl":  writeSet(t, filepath.Join(dir, "nolbl.h5"), raw{"data", h5.StoreUint8, []int{1, 3, 55, 47}, img(1)}),
-		"nodata": writeSet(t, filepath.Join(dir, "nodata.h5"), raw{"label", h5.StoreFloat32, []int{1}, lbl(0)}),
+		"count":  writeSet(t, filepath.Join(dir, "count.h5"), raw("data", h5.StoreUint8, []int{3, 3, 55, 47}, img(3)), raw("label", h5.StoreFloat32, []int{2}, lbl(0, 0))),
+		"size":   writeSet(t, filepath.Join(dir, "size.h5"), raw("data", h5.StoreUint8, []int{1, 3, 50, 47}, make([]float32, 3*50*47)), raw("label", h5.StoreFloat32, []int{1}, lbl(0))),
+		"chan":   writeSet(t, filepath.Join(dir, "chan.h5"), raw("data", h5.StoreUint8, []int{1, 1, 55, 47}, make([]float32, 55*47)), raw("label", h5.StoreFloat32, []int{1}, lbl(0))),
+		"range":  writeSet(t, filepath.Join(dir, "range.h5"), raw("data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)), raw("label", h5.StoreFloat64, []int{2}, lbl(1, 9))),
+		"float":  writeSet(t, filepath.Join(dir, "float.h5"), raw("data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)), raw("label", h5.StoreFloat64, []int{2}, lbl(1, 0.5))),
+		"nan":    writeSet(t, filepath.Join(dir, "nan.h5"), raw("data", h5.StoreFloat32, []int{2, 3, 55, 47}, nan), raw("label", h5.StoreFloat32, []int{2}, lbl(0, 0))),
+		"empty":  writeSet(t, filepath.Join(dir, "empty.h5"), raw("data", h5.StoreUint8, []int{0, 3, 55, 47}, nil), raw("label", h5.StoreFloat32, []int{0}, nil)),
+		"dtype":  writeSet(t, filepath.Join(dir, "dtype.h5"), raw("data", h5.StoreInt16, []int{1, 3, 55, 47}, img(1)), raw("label", h5.StoreFloat32, []int{1}, lbl(0))),
+		"nolbl":  writeSet(t, filepath.Join(dir, "nolbl.h5"), raw("data", h5.StoreUint8, []int{1, 3, 55, 47}, img(1))),
+		"nodata": writeSet(t, filepath.Join(dir, "nodata.h5"), raw("label", h5.StoreFloat32, []int{1}, lbl(0))),
 	}
 	badImg := filepath.Join(dir, "face.png")
 	os.WriteFile(badImg, []byte("\x89PNG\r\n\x1a\nnot really"), 0o644)

@@ -101,7 +101,7 @@ func checkThresholds(xs []float64) ([]float64, error) {
 func outputsFree(outs, inputs []string, force bool) error {
 	for _, o := range outs {
 		for _, in := range inputs {
-			if in != "" && same(o, in) {
+			if in != "" && atomicfile.SameFile(o, in) {
 				return fmt.Errorf("%s: output would overwrite the input %s; choose another --out", o, in)
 			}
 		}
@@ -110,12 +110,6 @@ func outputsFree(outs, inputs []string, force bool) error {
 		}
 	}
 	return nil
-}
-
-func same(a, b string) bool {
-	sa, err1 := os.Stat(a)
-	sb, err2 := os.Stat(b)
-	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 func runRepair(c *cobra.Command, o *repairOptions) error {

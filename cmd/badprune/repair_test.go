@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"image/png"
 	"math"
@@ -27,8 +28,8 @@ func tinySet(t *testing.T, name string) ([]float32, []int) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	x := make([]float32, s.N*s.ImageSize())
-	if err := s.Read(0, s.N, x, nil); err != nil {
+	x, err := s.ReadAll(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
 	return x, s.Labels

@@ -104,3 +104,10 @@ func WriteFile(path string, data []byte, force bool) error {
 	}
 	return f.Commit()
 }
+
+// SameFile reports whether paths a and b both exist and are one file.
+func SameFile(a, b string) bool {
+	sa, err1 := os.Stat(a)
+	sb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
+}

@@ -217,10 +217,7 @@ func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) {
 				copy(preds[0][start+lo:start+hi], base.Pred)
 			}
 			// Each variant starts from the largest computed set it contains.
-			done := []struct {
-				channels []int
-				s        *incr.State
-			}{{nil, base}}
+			done := []computed{{nil, base}}
 			for _, v := range g.variants {
 				from := done[0]
 				for _, d := range done[1:] {
@@ -231,14 +228,17 @@ func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) {
 				s := from.s.Clone()
 				s.Zero(minus(v.channels, from.channels))
 				copy(preds[v.index][start+lo:start+hi], s.Pred)
-				done = append(done, struct {
-					channels []int
-					s        *incr.State
-				}{v.channels, s})
+				done = append(done, computed{v.channels, s})
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// computed is a head state with the channels it has zeroed.
+type computed struct {
+	channels []int
+	s        *incr.State
 }
 
 func subset(a, b []int) bool {

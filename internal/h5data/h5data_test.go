@@ -95,27 +95,11 @@ type ds struct {
 func writeRaw(t *testing.T, sets ...ds) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "bad.h5")
-	err := h5.Locked(func() error {
-		f, err := h5.Create(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		for _, d := range sets {
-			n, err := f.Dataset(d.name, d.typ, d.dims, 0, 0)
-			if err != nil {
-				return err
-			}
-			if len(d.vals) > 0 {
-				if err := n.Write(make([]int, len(d.dims)), d.dims, d.vals); err != nil {
-					return err
-				}
-			}
-			n.Close()
-		}
-		return nil
-	})
-	if err != nil {
+	var fs []fixture.Dataset
+	for _, d := range sets {
+		fs = append(fs, fixture.Dataset{Name: d.name, Type: d.typ, Dims: d.dims, Vals: d.vals})
+	}
+	if err := fixture.WriteDatasets(path, fs...); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -234,9 +234,6 @@ func newClassifier(l *model.Layer, in int) classifier {
 	return c
 }
 
-// MaskSize is the number of values per sample at the mask point.
-func (h *Head) MaskSize() int { return h.maskSize }
-
 // InputSizes are the per-sample sizes of the Inputs.
 func (h *Head) InputSizes() []int {
 	sizes := []int{h.maskSize}

@@ -9,80 +9,6 @@
 
 #include "kernels.h"
 
-// The nonzero inputs are sorted by input index first (a counting sort), so
-// each row of W is loaded once and added to every output row that needs it
-// while it sits in L1: W (fc_2's is 614 KB) does not fit in L2, and
-// fetching its rows per sample made the update memory-bound.
-typedef struct {
-	int *start; // K+1 bucket starts
-	int *row;   // nnz
-	float *val; // nnz
-} csc_t;
-
-static int to_csc(int rows, const float *din, int K, csc_t *c) {
-	int nnz = 0;
-	c->start = calloc(K + 1, sizeof(int));
-	int *cnt = c->start + 1;
-	for (int r = 0; r < rows; r++) {
-		const float *d = din + (size_t)r * K;
-		for (int k = 0; k < K; k++) cnt[k] += d[k] != 0;
-	}
-	for (int k = 0; k < K; k++) nnz += cnt[k];
-	for (int k = 0; k < K; k++) c->start[k + 1] += c->start[k];
-	c->row = malloc(sizeof(int) * (nnz ? nnz : 1));
-	c->val = malloc(sizeof(float) * (nnz ? nnz : 1));
-	int *fill = malloc(sizeof(int) * (K ? K : 1));
-	memcpy(fill, c->start, sizeof(int) * K);
-	for (int r = 0; r < rows; r++) {
-		const float *d = din + (size_t)r * K;
-		for (int k = 0; k < K; k++)
-			if (d[k] != 0) {
-				c->row[fill[k]] = r;
-				c->val[fill[k]++] = d[k];
-			}
-	}
-	free(fill);
-	return nnz;
-}
-
-#define BODY_DENSE                                                             \
-	for (int k = 0; k < K; k++) {                                                \
-		const float *restrict w = W + (size_t)k * U;                               \
-		for (int t = c->start[k]; t < c->start[k + 1]; t++) {                      \
-			const float v = c->val[t];                                               \
-			float *restrict o = dout + (size_t)c->row[t] * U;                        \
-			for (int u = 0; u < U; u++) o[u] += v * w[u];                            \
-		}                                                                          \
-	}
-
-__attribute__((target("avx2,fma"))) static void
-dense_avx(int K, const float *W, int U, float *dout, const csc_t *c) {
-	BODY_DENSE
-}
-static void dense_plain(int K, const float *W, int U, float *dout, const csc_t *c) {
-	BODY_DENSE
-}
-
-void bp_sparse_dense(int rows, const float *din, int K, const float *W, int U,
-                     float *dout) {
-	// Tiles of output rows small enough to stay in L1 while W streams by.
-	int tile = 8192 / (U > 0 ? U : 1);
-	if (tile < 1) tile = 1;
-	for (int r0 = 0; r0 < rows; r0 += tile) {
-		const int n = rows - r0 < tile ? rows - r0 : tile;
-		csc_t c;
-		if (to_csc(n, din + (size_t)r0 * K, K, &c) > 0) {
-			if (bp_have_avx2())
-				dense_avx(K, W, U, dout + (size_t)r0 * U, &c);
-			else
-				dense_plain(K, W, U, dout + (size_t)r0 * U, &c);
-		}
-		free(c.start);
-		free(c.row);
-		free(c.val);
-	}
-}
-
 #define BODY_CONV                                                              \
 	const int isz = H * Wd * C, osz = OH * OW * OC;                              \
 	for (int r = 0; r < rows; r++) {                                             \
@@ -214,6 +140,20 @@ void bp_csr_dense(int rows, const int *ptr, const int *idx, const float *din,
 // state rows pre[rows[r]], rectifies into out, leaves in d the change of
 // out, and lists the moved entries of each row (ptr has na+1 entries).
 // Returns the number listed.
+// relu_one applies a pre-activation change to one entry and lists it if
+// the output moved.
+static inline void relu_one(float *dr, float *pr, float *o, int j, int *idx, int *n) {
+	const float v = dr[j];
+	if (v == 0) return;
+	const float p = pr[j] + v;
+	pr[j] = p;
+	const float nv = p > 0 ? p : 0;
+	const float dv = nv - o[j];
+	dr[j] = dv;
+	o[j] = nv;
+	if (dv != 0) idx[(*n)++] = j;
+}
+
 static int relu_plain(int na, const long *rows, int size, float *d, float *pre,
                       float *out, int *idx, int *ptr) {
 	int n = 0;
@@ -222,17 +162,7 @@ static int relu_plain(int na, const long *rows, int size, float *d, float *pre,
 		float *dr = d + (size_t)r * size;
 		float *pr = pre + (size_t)rows[r] * size;
 		float *o = out + (size_t)rows[r] * size;
-		for (int j = 0; j < size; j++) {
-			const float v = dr[j];
-			if (v == 0) continue;
-			const float p = pr[j] + v;
-			pr[j] = p;
-			const float nv = p > 0 ? p : 0;
-			const float dv = nv - o[j];
-			dr[j] = dv;
-			o[j] = nv;
-			if (dv != 0) idx[n++] = j;
-		}
+		for (int j = 0; j < size; j++) relu_one(dr, pr, o, j, idx, &n);
 		ptr[r + 1] = n;
 	}
 	return n;
@@ -265,17 +195,7 @@ relu_avx(int na, const long *rows, int size, float *d, float *pre, float *out,
 				m &= m - 1;
 			}
 		}
-		for (; j < size; j++) {
-			const float v = dr[j];
-			if (v == 0) continue;
-			const float p = pr[j] + v;
-			pr[j] = p;
-			const float nv = p > 0 ? p : 0;
-			const float dv = nv - o[j];
-			dr[j] = dv;
-			o[j] = nv;
-			if (dv != 0) idx[n++] = j;
-		}
+		for (; j < size; j++) relu_one(dr, pr, o, j, idx, &n);
 		ptr[r + 1] = n;
 	}
 	return n;

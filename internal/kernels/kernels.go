@@ -210,21 +210,6 @@ func (cv *Conv) GradInput(dout, k []float32, n, h, w int, din []float32) {
 	})
 }
 
-// HaveAVX2 reports whether the fast kernel path runs on this CPU.
-func HaveAVX2() bool { return C.bp_have_avx2() != 0 }
-
-// SparseDense adds din·W to dout for rows samples: din is rows×k, W is
-// k×u (row-major), dout is rows×u. Zero entries of din cost nothing.
-func SparseDense(rows int, din []float32, k int, w []float32, u int, dout []float32) {
-	if rows == 0 {
-		return
-	}
-	_ = din[rows*k-1]
-	_ = w[k*u-1]
-	_ = dout[rows*u-1]
-	C.bp_sparse_dense(C.int(rows), fptr(din), C.int(k), fptr(w), C.int(u), fptr(dout))
-}
-
 // ConvGeom is a convolution's geometry for SparseConv.
 type ConvGeom struct {
 	H, W, C    int // input
@@ -248,8 +233,9 @@ func SparseConv(rows int, din []float32, g ConvGeom, k []float32, dout []float32
 		C.int(g.PadL), C.int(g.OH), C.int(g.OW), fptr(dout))
 }
 
-// CSRDense adds din·W to dout for rows samples like SparseDense, visiting
-// only the inputs listed for each row: row r's are idx[ptr[r]:ptr[r+1]].
+// CSRDense adds din·W to dout for rows samples (din rows×k, W k×u
+// row-major, dout rows×u), visiting only the inputs listed for each row:
+// row r's are idx[ptr[r]:ptr[r+1]].
 func CSRDense(rows int, ptr, idx []int32, din []float32, k int, w []float32, u int, dout []float32) {
 	if rows == 0 || ptr[rows] == 0 {
 		return

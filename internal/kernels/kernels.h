@@ -39,11 +39,9 @@ void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
                           int W, int C, int KH, int KW, int OC, int SH, int SW,
                           int OH, int OW, float *din);
 
-// Sparse updates: for each of rows samples, add the effect of the input
-// change din (mostly zeros, skipped) to the output pre-activations dout.
-// Dense: W is [K][U]. Conv: k is HWIO, input HxWxC with the given padding.
-void bp_sparse_dense(int rows, const float *din, int K, const float *W, int U,
-                     float *dout);
+// Sparse update: for each of rows samples, add the effect of the input
+// change din (mostly zeros, skipped) to the output pre-activations dout; k
+// is HWIO, the input HxWxC with the given padding.
 void bp_sparse_conv(int rows, const float *din, int H, int W, int C,
                     const float *k, int KH, int KW, int OC, int SH, int SW,
                     int padT, int padL, int OH, int OW, float *dout);

@@ -2,6 +2,7 @@ package labdemo
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -45,8 +46,8 @@ func read(t *testing.T, path string, m *model.Model) train.Data {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	x := make([]float32, s.N*s.ImageSize())
-	if err := s.Read(0, s.N, x, nil); err != nil {
+	x, err := s.ReadAll(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
 	return train.Data{X: x, Labels: s.Labels}

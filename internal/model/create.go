@@ -132,8 +132,18 @@ func (m *Model) kerasConfig() ([]byte, error) {
 	type obj = map[string]any
 	glorot := obj{"class_name": "VarianceScaling", "config": obj{"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": nil}}
 	zeros := obj{"class_name": "Zeros", "config": obj{}}
+	// weighted adds the keys Keras writes for Conv2D and Dense alike.
+	var l *Layer
+	weighted := func(c obj) {
+		c["activation"] = l.Act
+		c["use_bias"] = l.Bias != nil
+		c["kernel_initializer"], c["bias_initializer"] = glorot, zeros
+		for _, k := range []string{"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"} {
+			c[k] = nil
+		}
+	}
 	var layers []any
-	for _, l := range m.Layers {
+	for _, l = range m.Layers {
 		c := obj{"name": l.Name, "trainable": true, "dtype": "float32"}
 		pad := "valid"
 		if l.Same {
@@ -149,12 +159,7 @@ func (m *Model) kerasConfig() ([]byte, error) {
 			c["padding"] = pad
 			c["data_format"] = "channels_last"
 			c["dilation_rate"] = []int{1, 1}
-			c["activation"] = l.Act
-			c["use_bias"] = l.Bias != nil
-			c["kernel_initializer"], c["bias_initializer"] = glorot, zeros
-			for _, k := range []string{"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"} {
-				c[k] = nil
-			}
+			weighted(c)
 		case MaxPool:
 			c["pool_size"] = []int{l.KH, l.KW}
 			c["padding"] = pad
@@ -164,12 +169,7 @@ func (m *Model) kerasConfig() ([]byte, error) {
 			c["data_format"] = "channels_last"
 		case Dense:
 			c["units"] = l.KernelShape[1]
-			c["activation"] = l.Act
-			c["use_bias"] = l.Bias != nil
-			c["kernel_initializer"], c["bias_initializer"] = glorot, zeros
-			for _, k := range []string{"kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"} {
-				c[k] = nil
-			}
+			weighted(c)
 		case Activation:
 			c["activation"] = l.Act
 		case Dropout:

@@ -20,7 +20,7 @@ import (
 // optimizer state survive and Keras loads the copy. The source is only read.
 // Without force an existing dst is an error.
 func (m *Model) WriteCopy(dst string, force bool, layers ...string) error {
-	if same(m.Path, dst) {
+	if atomicfile.SameFile(m.Path, dst) {
 		return fmt.Errorf("%s: refusing to overwrite the input model", dst)
 	}
 	var patches []patch
@@ -66,12 +66,6 @@ func (m *Model) WriteCopy(dst string, force bool, layers ...string) error {
 		}
 	}
 	return out.Commit()
-}
-
-func same(a, b string) bool {
-	sa, err1 := os.Stat(a)
-	sb, err2 := os.Stat(b)
-	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 type patch struct {
