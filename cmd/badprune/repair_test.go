@@ -16,7 +16,7 @@ import (
 	"badprune/internal/goodnet"
 	"badprune/internal/h5data"
 	"badprune/internal/model"
-	"badprune/internal/oracle"
+	"badprune/internal/testsupport/oracle"
 	"badprune/internal/report"
 )
 

@@ -13,10 +13,10 @@ import (
 	"strconv"
 	"strings"
 
-	"badprune/internal/benchdata"
-	"badprune/internal/faces"
+	"badprune/internal/testsupport/benchdata"
+	"badprune/internal/demo/faces"
 	"badprune/internal/imageio"
-	"badprune/internal/labdemo"
+	"badprune/internal/demo/labdemo"
 )
 
 func main() {

@@ -11,8 +11,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"badprune/internal/fixture"
-	"badprune/internal/labdemo"
+	"badprune/internal/testsupport/fixture"
+	"badprune/internal/demo/labdemo"
 )
 
 func main() {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"badprune/internal/fixture"
+	"badprune/internal/testsupport/fixture"
 	"badprune/internal/h5"
 	"badprune/internal/h5data"
 )

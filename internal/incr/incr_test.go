@@ -5,10 +5,10 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"badprune/internal/fixture"
+	"badprune/internal/testsupport/fixture"
 	"badprune/internal/incr"
 	"badprune/internal/model"
-	"badprune/internal/oracle"
+	"badprune/internal/testsupport/oracle"
 )
 
 const tiny = "../../testdata/tiny/"

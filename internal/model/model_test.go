@@ -9,10 +9,10 @@ import (
 	"slices"
 	"testing"
 
-	"badprune/internal/fixture"
+	"badprune/internal/testsupport/fixture"
 	"badprune/internal/h5"
 	"badprune/internal/model"
-	"badprune/internal/oracle"
+	"badprune/internal/testsupport/oracle"
 )
 
 const tiny = "../../testdata/tiny/"

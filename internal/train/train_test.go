@@ -7,10 +7,10 @@ import (
 	"slices"
 	"testing"
 
-	"badprune/internal/fixture"
+	"badprune/internal/testsupport/fixture"
 	"badprune/internal/infer"
 	"badprune/internal/model"
-	"badprune/internal/oracle"
+	"badprune/internal/testsupport/oracle"
 )
 
 // toy is a small convnet over 12x10 RGB images of k classes.

@@ -12,7 +12,7 @@ import (
 	"badprune/internal/train"
 )
 
-const lab = "../../testdata/lab/"
+const lab = "../../../testdata/lab/"
 
 // TestSetsAreTheGenerators: drawing the demo's sets again gives the
 // committed files byte for byte (the generator is deterministic and the

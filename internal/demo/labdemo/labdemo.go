@@ -14,7 +14,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"badprune/internal/faces"
+	"badprune/internal/demo/faces"
 	"badprune/internal/h5data"
 	"badprune/internal/infer"
 	"badprune/internal/model"
