@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"badprune/internal/testsupport/fixture"
 	"badprune/internal/h5"
 	"badprune/internal/model"
+	"badprune/internal/testsupport/fixture"
 )
 
 // A battery of malformed files and flags through every command that reads
@@ -122,7 +122,7 @@ func TestBadInputs(t *testing.T) {
 	}
 	cases := []tc{
 		{eval(filepath.Join(dir, "missing.h5"), goodSet), []string{"missing.h5", "no such file"}},
-		{eval(notH5, goodSet), []string{notH5, "not an HDF5 file"}},
+		{eval(notH5, goodSet), []string{notH5, "not a Keras model"}},
 		{eval(trunc, goodSet), []string{trunc}},
 		{eval(dir, goodSet), []string{dir, "directory"}},
 		{eval(noLayer, goodSet), []string{noLayer, `layer "conv_3"`, "missing"}},

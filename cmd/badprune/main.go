@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -28,6 +29,10 @@ func main() {
 		sig.Store(int32(s.(syscall.Signal)))
 		cancel()
 		<-ch // a second signal: stop now
+		if os.Getenv(envChild) != "" {
+			// The supervisor removes what this run staged.
+			fmt.Fprintln(os.Stderr, interrupted)
+		}
 		os.Exit(128 + int(sig.Load()))
 	}()
 	code := run(ctx, os.Args[1:], ioStreams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})

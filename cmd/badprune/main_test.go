@@ -111,7 +111,7 @@ func faces(t *testing.T, dtype string) (clean, bd string) {
 		x := make([]float32, len(fs)*55*47*3)
 		labels := make([]int, len(fs))
 		for i, f := range fs {
-			if err := imageio.Load(f, 55, 47, 1, x[i*55*47*3:(i+1)*55*47*3]); err != nil {
+			if err := imageio.Load(f, 55, 47, 3, 1, x[i*55*47*3:(i+1)*55*47*3]); err != nil {
 				t.Fatal(err)
 			}
 			labels[i] = labelOf(t, f)

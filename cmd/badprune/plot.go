@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+	gplot "gonum.org/v1/plot"
 
+	"badprune/internal/outdir"
 	"badprune/internal/plot"
 	"badprune/internal/report"
 )
@@ -40,50 +42,48 @@ A bare 'badprune plot' after repair and eval --goodnet draws both.`,
 			return runPlot(o)
 		},
 	}
-	c.Flags().StringVar(&o.Log, "log", "out/prune_log.json", "repair's log")
-	c.Flags().StringVar(&o.Eval, "eval", "out/eval.json", "the JSON of eval --goodnet (drawn when it exists, unless given)")
-	c.Flags().StringVar(&o.Out, "out", "out/", "output folder")
+	c.Flags().StringVar(&o.Log, "log", filepath.Join(defOut, report.PruneLogJSON), "repair's log")
+	c.Flags().StringVar(&o.Eval, "eval", filepath.Join(defOut, report.EvalJSON), "the JSON of eval --goodnet (drawn when it exists, unless given)")
+	c.Flags().StringVar(&o.Out, "out", defOut, "output folder")
 	c.Flags().BoolVar(&o.Finetune, "finetune", false, "also draw the fine-tuning history (repair --finetune)")
 	c.Flags().BoolVar(&o.Force, "force", false, "overwrite existing figures")
 	return c
 }
 
+// figure is one drawing: its base name, the document it is drawn from,
+// and how to draw and save it into a folder.
+type figure struct {
+	name, from string
+	save       func(dir string) error
+}
+
+func newFigure[T any](name, from string, doc *T, draw func(*T) (*gplot.Plot, error)) figure {
+	return figure{name, from, func(dir string) error {
+		p, err := draw(doc)
+		if err != nil {
+			return fmt.Errorf("%s: %w", from, err)
+		}
+		_, err = plot.Save(p, dir, name, true)
+		return err
+	}}
+}
+
 func runPlot(o *plotOptions) error {
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
 	drawLog := o.logSet || exists(o.Log) || !o.evalSet
 	drawEval := o.evalSet || exists(o.Eval)
 	if !drawLog && !drawEval {
 		return errors.New("nothing to draw")
 	}
-	var log report.PruneLog
+	var figs []figure
 	if drawLog {
+		var log report.PruneLog
 		if err := report.Read(o.Log, &log); err != nil {
 			return err
 		}
-	}
-	if err := os.MkdirAll(o.Out, 0o755); err != nil {
-		return fmt.Errorf("--out %s: %w", o.Out, osErr(err))
-	}
-	var written []string
-	add := func(paths []string, err error) error {
-		written = append(written, paths...)
-		return err
-	}
-	if drawLog {
-		p, err := plot.PruneCurve(&log)
-		if err != nil {
-			return fmt.Errorf("%s: %w", o.Log, err)
-		}
-		if err := add(plot.Save(p, o.Out, "prune_curve", o.Force)); err != nil {
-			return err
-		}
+		figs = append(figs, newFigure("prune_curve", o.Log, &log, plot.PruneCurve))
 		if o.Finetune {
-			p, err := plot.FinetuneHistory(&log)
-			if err != nil {
-				return fmt.Errorf("%s: %w", o.Log, err)
-			}
-			if err := add(plot.Save(p, o.Out, "finetune", o.Force)); err != nil {
-				return err
-			}
+			figs = append(figs, newFigure("finetune", o.Log, &log, plot.FinetuneHistory))
 		}
 	}
 	if drawEval {
@@ -91,13 +91,25 @@ func runPlot(o *plotOptions) error {
 		if err := report.Read(o.Eval, &ev); err != nil {
 			return err
 		}
-		p, err := plot.GoodnetBars(&ev)
-		if err != nil {
-			return fmt.Errorf("%s: %w", o.Eval, err)
-		}
-		if err := add(plot.Save(p, o.Out, "goodnet", o.Force)); err != nil {
+		figs = append(figs, newFigure("goodnet", o.Eval, &ev, plot.GoodnetBars))
+	}
+	var names []string
+	for _, f := range figs {
+		names = append(names, plot.Files(f.name)...)
+	}
+	run, err := outdir.Begin(o.Out, names, outdir.Options{Force: o.Force, Inputs: []string{o.Log, o.Eval}})
+	if err != nil {
+		return err
+	}
+	defer run.Abort()
+	for _, f := range figs {
+		if err := f.save(filepath.Dir(run.Path(names[0]))); err != nil {
 			return err
 		}
+	}
+	written, err := run.Commit()
+	if err != nil {
+		return err
 	}
 	for _, w := range written {
 		fmt.Fprintf(o.ios.Out, "wrote %s\n", filepath.Clean(w))

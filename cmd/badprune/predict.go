@@ -1,14 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"badprune/internal/goodnet"
 	"badprune/internal/imageio"
-	"badprune/internal/infer"
 	"badprune/internal/model"
 )
 
@@ -24,18 +22,20 @@ func newPredictCmd(ios ioStreams) *cobra.Command {
 	o := &predictOptions{ios: ios}
 	c := &cobra.Command{
 		Use:   "predict [flags] IMAGE...",
-		Short: "Label PNG or JPEG faces: one line per image, 'path<TAB>label'",
+		Short: "Label PNG or JPEG images: one line per image, 'path<TAB>label'",
 		Long: `Label PNG or JPEG images of the model's input size, one line per image:
 the path, a tab, the label. With --repaired, the label is the GoodNet's:
 B's and B''s common label, or N (the number of classes) when they disagree,
-which flags the input as poisoned.`,
+which flags the input as poisoned.
+
+Colours: ` + imageio.Conversions,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			o.Images = args
 			return runPredict(o)
 		},
 	}
-	c.Flags().StringVar(&o.Model, "model", "models/bd_net.h5", "the network B (Keras HDF5)")
+	c.Flags().StringVar(&o.Model, "model", defModel, "the network B (Keras HDF5)")
 	c.Flags().StringVar(&o.Repaired, "repaired", "", "a repaired network B': print G(B, B')'s label")
 	c.Flags().Float64Var(&o.Scale, "scale", 1, "multiply every pixel by this")
 	return c
@@ -49,49 +49,27 @@ func runPredict(o *predictOptions) error {
 	if err != nil {
 		return err
 	}
-	models := []*model.Model{b}
+	var r *model.Model
 	if o.Repaired != "" {
-		r, err := model.Load(o.Repaired)
-		if err != nil {
+		if r, err = model.Load(o.Repaired); err != nil {
 			return err
 		}
-		if err := compatible(b, r); err != nil {
+		if err := b.Compatible(r); err != nil {
 			return err
 		}
-		models = append(models, r)
 	}
 	h, w, ch := b.InputShape()
 	sz := h * w * ch
 	// Decode everything first: a bad image fails before any output.
 	x := make([]float32, len(o.Images)*sz)
 	for i, p := range o.Images {
-		if err := imageio.Load(p, h, w, float32(o.Scale), x[i*sz:(i+1)*sz]); err != nil {
+		if err := imageio.Load(p, h, w, ch, float32(o.Scale), x[i*sz:(i+1)*sz]); err != nil {
 			return err
 		}
 	}
-	if ch != 3 {
-		return errors.New("predict reads RGB images; the model takes other than 3 channels")
-	}
-	preds := make([][]int, len(models))
-	const batch = 64
-	for k, m := range models {
-		cl, err := infer.NewClassifier(m, min(batch, len(o.Images)))
-		if err != nil {
-			return err
-		}
-		preds[k] = make([]int, len(o.Images))
-		for i := 0; i < len(o.Images); i += batch {
-			n := min(batch, len(o.Images)-i)
-			if err := cl.Predict(x[i*sz:(i+n)*sz], n, preds[k][i:i+n]); err != nil {
-				cl.Close()
-				return err
-			}
-		}
-		cl.Close()
-	}
-	labels := preds[0]
-	if len(models) == 2 {
-		labels = goodnet.Combine(preds[0], preds[1], b.Classes)
+	labels, err := goodnet.Labels(b, r, x, len(o.Images))
+	if err != nil {
+		return err
 	}
 	for i, p := range o.Images {
 		fmt.Fprintf(o.ios.Out, "%s\t%d\n", p, labels[i])

@@ -5,12 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 
 	"github.com/spf13/cobra"
-
-	"badprune/internal/progress"
 )
 
 // Exit codes, documented in the README.
@@ -24,6 +20,10 @@ type ioStreams struct {
 	In       io.Reader
 	Out, Err io.Writer
 }
+
+// interrupted is the message of a run stopped by a signal: every command
+// stages its outputs and removes them when it does not finish.
+const interrupted = "badprune: interrupted; this run left no output, and files that were in its output folder before are untouched"
 
 // gateError reports violated CI gates; the results were still written.
 type gateError struct{ msg string }
@@ -68,10 +68,10 @@ func run(ctx context.Context, args []string, ios ioStreams) (code int) {
 		return exitOK
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintln(ios.Err, "badprune: interrupted; no partial output was left")
+		fmt.Fprintln(ios.Err, interrupted)
 		return 130
 	}
-	fmt.Fprintf(ios.Err, "badprune: %v\n", err)
+	fmt.Fprintf(ios.Err, "badprune: %s\n", userMessage(err))
 	var g *gateError
 	if errors.As(err, &g) {
 		return exitGate
@@ -79,32 +79,6 @@ func run(ctx context.Context, args []string, ios ioStreams) (code int) {
 	return exitError
 }
 
-// osErr drops the path an os error repeats, for messages that name the
-// file themselves.
-func osErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
-}
-
 // envTTY tells a supervised child that the user's stderr is a terminal
 // (its own is a pipe to the supervisor).
 const envTTY = "BADPRUNE_STDERR_TTY"
-
-func isTerminal(w io.Writer) bool { return progress.IsTerminal(w) }
-
-// reporter shows progress on w unless quiet: a bar on a terminal, plain
-// lines otherwise.
-func reporter(w io.Writer, quiet bool) *progress.Reporter {
-	if quiet {
-		return progress.New(nil, false)
-	}
-	return progress.New(w, isTerminal(w) || os.Getenv(envTTY) == "1")
-}

@@ -13,10 +13,10 @@ import (
 	"strconv"
 	"strings"
 
-	"badprune/internal/testsupport/benchdata"
 	"badprune/internal/demo/faces"
-	"badprune/internal/imageio"
 	"badprune/internal/demo/labdemo"
+	"badprune/internal/imageio"
+	"badprune/internal/testsupport/benchdata"
 )
 
 func main() {
@@ -76,7 +76,7 @@ func realFaces(dir string) (clean, bd []benchdata.Face, model string, err error)
 		}
 		label, _ := strconv.Atoi(m[1])
 		x := make([]float32, 55*47*3)
-		if err := imageio.Load(f, 55, 47, 1, x); err != nil {
+		if err := imageio.Load(f, 55, 47, 3, 1, x); err != nil {
 			return nil, nil, "", err
 		}
 		if strings.HasPrefix(filepath.Base(f), "sun_") {

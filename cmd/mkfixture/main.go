@@ -11,8 +11,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"badprune/internal/testsupport/fixture"
 	"badprune/internal/demo/labdemo"
+	"badprune/internal/testsupport/fixture"
 )
 
 func main() {

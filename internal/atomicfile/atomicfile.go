@@ -92,6 +92,15 @@ func (f *File) Abort() {
 	guard.Done(f.Name())
 }
 
+// TempPath names a temporary file beside path for a writer that must
+// create the file itself (the HDF5 library does), and reports it to a
+// supervisor; rename it into place or remove it, then call guard.Done.
+func TempPath(path string) string {
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.tmp-%d", filepath.Base(path), os.Getpid()))
+	guard.Temp(tmp)
+	return tmp
+}
+
 // WriteFile writes data to path atomically.
 func WriteFile(path string, data []byte, force bool) error {
 	f, err := Create(path, force)

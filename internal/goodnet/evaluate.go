@@ -2,8 +2,6 @@ package goodnet
 
 import (
 	"context"
-	"fmt"
-	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -11,9 +9,11 @@ import (
 	"badprune/internal/h5data"
 	"badprune/internal/incr"
 	"badprune/internal/infer"
+	"badprune/internal/metrics"
 	"badprune/internal/model"
 	"badprune/internal/progress"
 	"badprune/internal/report"
+	"badprune/internal/workpool"
 )
 
 // Evaluate runs B and each repaired B' on the clean set and, when bd is not
@@ -34,23 +34,23 @@ func Evaluate(ctx context.Context, b *model.Model, repaired []*model.Model, test
 		if bd == nil {
 			return nil
 		}
-		v := Accuracy(pred, bd.Labels)
+		v := metrics.Accuracy(pred, bd.Labels)
 		return &v
 	}
-	rows := []report.Row{{Model: "B", File: b.Path, CleanAcc: Accuracy(clean[0], test.Labels), ASR: asr(pick(poisoned, 0))}}
+	rows := []report.Row{{Model: report.RoleB, File: b.Path, CleanAcc: metrics.Accuracy(clean[0], test.Labels), ASR: asr(pick(poisoned, 0))}}
 	n := b.Classes
 	for i, r := range repaired {
 		k := i + 1
-		rows = append(rows, report.Row{Model: "B'", File: r.Path, Repaired: r.Path,
-			CleanAcc: Accuracy(clean[k], test.Labels), ASR: asr(pick(poisoned, k))})
+		rows = append(rows, report.Row{Model: report.RoleBPrime, File: r.Path, Repaired: r.Path,
+			CleanAcc: metrics.Accuracy(clean[k], test.Labels), ASR: asr(pick(poisoned, k))})
 		gc := Combine(clean[0], clean[k], n)
-		row := report.Row{Model: "G", File: b.Path, Repaired: r.Path, CleanAcc: Accuracy(gc, test.Labels)}
-		cf := Flagged(gc, n)
+		row := report.Row{Model: report.RoleGoodNet, File: b.Path, Repaired: r.Path, CleanAcc: metrics.Accuracy(gc, test.Labels)}
+		cf := metrics.Flagged(gc, n)
 		row.CleanFlagged = &cf
 		if bd != nil {
 			gb := Combine(poisoned[0], poisoned[k], n)
 			row.ASR = asr(gb)
-			bf := Flagged(gb, n)
+			bf := metrics.Flagged(gb, n)
 			row.BDFlagged = &bf
 		}
 		rows = append(rows, row)
@@ -130,7 +130,7 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 		defer c.Close()
 		cls = append(cls, c)
 	}
-	var trunk *model.Runner
+	var trunk *infer.Trunk
 	var outputs []string
 	if len(groups) > 0 {
 		for _, g := range groups {
@@ -140,17 +140,12 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 				}
 			}
 		}
-		gr, err := b.Build(model.GraphOptions{Batch: batch, Outputs: outputs})
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", b.Path, err)
-		}
-		if trunk, err = gr.NewRunner(outputs...); err != nil {
+		var err error
+		if trunk, err = infer.NewTrunk(b, batch, outputs...); err != nil {
 			return nil, err
 		}
 		defer trunk.Close()
 	}
-	h, w, c := b.InputShape()
-	sz := h * w * c
 	rep.Start(set.Path, set.N, "images")
 	// The heads of one batch run while the trunk works on the next.
 	var pending sync.WaitGroup
@@ -162,10 +157,7 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 			}
 		}
 		if trunk != nil {
-			in := trunk.Input()
-			copy(in, bt.X[:bt.N*sz])
-			clear(in[bt.N*sz:])
-			res, err := trunk.Run()
+			res, err := trunk.Run(bt.X, bt.N)
 			if err != nil {
 				return err
 			}
@@ -201,38 +193,30 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 // heads computes a group's predictions for samples [start, start+n),
 // spreading the samples over the cores. B's come from the first group.
 func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) {
-	parts := min(runtime.GOMAXPROCS(0), n)
-	var wg sync.WaitGroup
-	for p := 0; p < parts; p++ {
-		lo, hi := n*p/parts, n*(p+1)/parts
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			part := make([][]float32, len(ins))
-			for i, size := range g.head.InputSizes() {
-				part[i] = ins[i][lo*size : hi*size]
-			}
-			base := g.head.NewState(hi-lo, part...)
-			if withB {
-				copy(preds[0][start+lo:start+hi], base.Pred)
-			}
-			// Each variant starts from the largest computed set it contains.
-			done := []computed{{nil, base}}
-			for _, v := range g.variants {
-				from := done[0]
-				for _, d := range done[1:] {
-					if subset(d.channels, v.channels) && len(d.channels) >= len(from.channels) {
-						from = d
-					}
+	workpool.Split(n, 1, func(lo, hi int) {
+		part := make([][]float32, len(ins))
+		for i, size := range g.head.InputSizes() {
+			part[i] = ins[i][lo*size : hi*size]
+		}
+		base := g.head.NewState(hi-lo, part...)
+		if withB {
+			copy(preds[0][start+lo:start+hi], base.Pred)
+		}
+		// Each variant starts from the largest computed set it contains.
+		done := []computed{{nil, base}}
+		for _, v := range g.variants {
+			from := done[0]
+			for _, d := range done[1:] {
+				if subset(d.channels, v.channels) && len(d.channels) >= len(from.channels) {
+					from = d
 				}
-				s := from.s.Clone()
-				s.Zero(minus(v.channels, from.channels))
-				copy(preds[v.index][start+lo:start+hi], s.Pred)
-				done = append(done, computed{v.channels, s})
 			}
-		}()
-	}
-	wg.Wait()
+			s := from.s.Clone()
+			s.Zero(minus(v.channels, from.channels))
+			copy(preds[v.index][start+lo:start+hi], s.Pred)
+			done = append(done, computed{v.channels, s})
+		}
+	})
 }
 
 // computed is a head state with the channels it has zeroed.

@@ -1,6 +1,7 @@
 // Package h5data reads labelled image sets in the lab's HDF5 format: a
 // dataset of images shaped (N, C, H, W) or (N, H, W, C) of uint8, float32 or
-// float64, and a dataset of N integral labels of any numeric type. Images
+// float64 (or (N, H, W) for a model of one channel, as MNIST is stored),
+// and a dataset of N integral labels of any numeric type. Images
 // are read in batches (hyperslabs), converted to NHWC float32, so memory does
 // not grow with N.
 package h5data
@@ -40,6 +41,7 @@ type Set struct {
 	N             int
 	H, W, C       int
 	ChannelsFirst bool // stored as (N, C, H, W)
+	Grayscale     bool // stored as (N, H, W): one channel, no channel axis
 	Type          h5.Type
 	Labels        []int
 
@@ -85,20 +87,20 @@ func open(path string, opt Options) (*Set, error) {
 	return s, nil
 }
 
-func openDataset(f *hdf5.File, key, flag string) (*hdf5.Dataset, error) {
+func openDataset(f *hdf5.File, key string, labels bool) (*hdf5.Dataset, error) {
 	if !f.LinkExists(key) {
-		return nil, fmt.Errorf("no dataset %q (choose another with %s)", key, flag)
+		return nil, &KeyError{Key: key, Labels: labels, Missing: true}
 	}
 	ds, err := f.OpenDataset(key)
 	if err != nil {
-		return nil, fmt.Errorf("%q is not a dataset (choose another with %s)", key, flag)
+		return nil, &KeyError{Key: key, Labels: labels}
 	}
 	return ds, nil
 }
 
 func (s *Set) init(opt Options) error {
 	var err error
-	if s.data, err = openDataset(s.f, opt.DataKey, "--data-key"); err != nil {
+	if s.data, err = openDataset(s.f, opt.DataKey, false); err != nil {
 		return err
 	}
 	if s.Type, err = h5.TypeOf(s.data); err != nil {
@@ -114,12 +116,25 @@ func (s *Set) init(opt Options) error {
 	if err != nil {
 		return fmt.Errorf("dataset %q: %w", opt.DataKey, err)
 	}
+	h, w, c := opt.H, opt.W, opt.C
+	if len(dims) == 3 && c == 1 {
+		// (N, H, W) is (N, H, W, 1) without the axis.
+		if dims[1] != h || dims[2] != w {
+			return fmt.Errorf("dataset %q has shape %v; the model takes %dx%d images with 1 channel: want (N, %d, %d), (N, 1, %d, %d) or (N, %d, %d, 1)",
+				opt.DataKey, dims, h, w, h, w, h, w, h, w)
+		}
+		s.Grayscale = true
+		dims = append(dims, 1)
+	}
 	if len(dims) != 4 {
+		if c == 1 {
+			return fmt.Errorf("dataset %q has shape %v; want (N, C, H, W), (N, H, W, C) or, for one channel, (N, H, W)", opt.DataKey, dims)
+		}
 		return fmt.Errorf("dataset %q has shape %v; want (N, C, H, W) or (N, H, W, C)", opt.DataKey, dims)
 	}
 	s.N = dims[0]
-	h, w, c := opt.H, opt.W, opt.C
 	switch {
+	case s.Grayscale:
 	case h == 0: // no model to fit: trust a 3-channel axis
 		s.ChannelsFirst = dims[1] <= 4 && dims[3] > 4
 	case dims[1] == c && dims[2] == h && dims[3] == w:
@@ -144,7 +159,7 @@ func (s *Set) init(opt Options) error {
 }
 
 func (s *Set) readLabels(opt Options) error {
-	ds, err := openDataset(s.f, opt.LabelKey, "--label-key")
+	ds, err := openDataset(s.f, opt.LabelKey, true)
 	if err != nil {
 		return err
 	}
@@ -242,12 +257,16 @@ func (s *Set) Read(start, n int, dst []float32, buf *Buffer) error {
 	}
 	sz := s.ImageSize()
 	var cnt []int
-	if s.ChannelsFirst {
+	switch {
+	case s.Grayscale:
+		cnt = []int{n, s.H, s.W}
+	case s.ChannelsFirst:
 		cnt = []int{n, s.C, s.H, s.W}
-	} else {
+	default:
 		cnt = []int{n, s.H, s.W, s.C}
 	}
-	off := []int{start, 0, 0, 0}
+	off := make([]int, len(cnt))
+	off[0] = start
 	var raw any
 	guard.Reading(s.Path)
 	err := h5.Locked(func() error {

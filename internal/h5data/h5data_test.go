@@ -10,9 +10,9 @@ import (
 	"strings"
 	"testing"
 
-	"badprune/internal/testsupport/fixture"
 	"badprune/internal/h5"
 	"badprune/internal/h5data"
+	"badprune/internal/testsupport/fixture"
 )
 
 const tiny = "../../testdata/tiny/"
@@ -123,8 +123,8 @@ func TestValidation(t *testing.T) {
 		{"wrong rank", []ds{{"data", h5.StoreUint8, []int{3, 55, 47}, make([]float32, 3*55*47)}, {"label", h5.StoreFloat32, []int{3}, lbl(0, 0, 0)}}, lab(7), "want (N, C, H, W) or (N, H, W, C)"},
 		{"wrong dtype", []ds{{"data", h5.StoreInt16, []int{1, 3, 55, 47}, img(1)}, {"label", h5.StoreFloat32, []int{1}, lbl(0)}}, lab(7), "holds int16; want uint8, float32 or float64"},
 		{"empty", []ds{{"data", h5.StoreUint8, []int{0, 3, 55, 47}, nil}, {"label", h5.StoreFloat32, []int{0}, nil}}, lab(7), "is empty"},
-		{"no data", []ds{{"label", h5.StoreFloat32, []int{1}, lbl(0)}}, lab(7), "no dataset \"data\" (choose another with --data-key)"},
-		{"no labels", []ds{{"data", h5.StoreUint8, []int{1, 3, 55, 47}, img(1)}}, lab(7), "no dataset \"label\" (choose another with --label-key)"},
+		{"no data", []ds{{"label", h5.StoreFloat32, []int{1}, lbl(0)}}, lab(7), "no dataset \"data\""},
+		{"no labels", []ds{{"data", h5.StoreUint8, []int{1, 3, 55, 47}, img(1)}}, lab(7), "no dataset \"label\""},
 		{"2-D labels", []ds{{"data", h5.StoreUint8, []int{2, 3, 55, 47}, img(2)}, {"label", h5.StoreFloat32, []int{2, 2}, lbl(0, 0, 0, 0)}}, lab(7), "want (N,)"},
 	}
 	for _, tc := range cases {

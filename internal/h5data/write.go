@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 
 	"badprune/internal/atomicfile"
 	"badprune/internal/guard"
@@ -61,8 +60,7 @@ func Create(path string, n, h, w, c int, st Storage, force bool) (*Writer, error
 		return nil, err
 	}
 	wr := &Writer{path: path, n: n, h: h, w: w, c: c, st: st, integral: dt == h5.StoreUint8 || dt == h5.StoreInt16 || dt == h5.StoreInt64}
-	wr.tmp = filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.tmp-%d", filepath.Base(path), os.Getpid()))
-	guard.Temp(wr.tmp)
+	wr.tmp = atomicfile.TempPath(path)
 	dims := []int{n, h, w, c}
 	if st.ChannelsFirst {
 		dims = []int{n, c, h, w}

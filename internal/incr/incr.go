@@ -75,9 +75,8 @@ type classifier struct {
 const topK = 4
 
 // MaskPoint returns the layer whose output masks the pruned layer's
-// channels: the pruned layer, or the last of a chain of single consumers
-// that act per channel and keep zero at zero (max pooling, Dropout, ReLU or
-// linear activation).
+// channels: the last of the layers that carry them one to one
+// (model.PerChannel), or the pruned layer itself.
 func MaskPoint(m *model.Model, pruned string) (*model.Layer, error) {
 	l := m.Layer(pruned)
 	if l == nil {
@@ -89,19 +88,10 @@ func MaskPoint(m *model.Model, pruned string) (*model.Layer, error) {
 	if l.Act != "relu" && l.Act != "linear" {
 		return nil, fmt.Errorf("layer %q: activation %q", pruned, l.Act)
 	}
-	for {
-		cons := m.Consumers(l.Name)
-		if len(cons) != 1 {
-			return l, nil
-		}
-		c := cons[0]
-		perChannel := c.Kind == model.MaxPool || c.Kind == model.Dropout ||
-			(c.Kind == model.Activation && (c.Act == "relu" || c.Act == "linear"))
-		if !perChannel {
-			return l, nil
-		}
-		l = c
+	if pc := m.PerChannel(pruned); len(pc) > 0 {
+		return pc[len(pc)-1], nil
 	}
+	return l, nil
 }
 
 // NewHead prepares the head of m downstream of the mask point of pruned.

@@ -5,9 +5,9 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"badprune/internal/testsupport/fixture"
 	"badprune/internal/incr"
 	"badprune/internal/model"
+	"badprune/internal/testsupport/fixture"
 	"badprune/internal/testsupport/oracle"
 )
 

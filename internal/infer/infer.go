@@ -1,5 +1,7 @@
-// Package infer runs models over image sets: batches stream from the file
-// through each model's gorgonia graph to predicted classes.
+// Package infer runs networks over images: a Trunk runs a network's graph up
+// to chosen layers, a Classifier up to its output, and Predict streams a set
+// through several classifiers. It is the one place that feeds batches to a
+// network's graph.
 package infer
 
 import (
@@ -7,6 +9,7 @@ import (
 	"fmt"
 
 	"badprune/internal/h5data"
+	"badprune/internal/metrics"
 	"badprune/internal/model"
 	"badprune/internal/progress"
 )
@@ -28,43 +31,101 @@ func Argmax(rows []float32, k int, out []int) {
 	}
 }
 
+// Trunk runs a network's graph on batches of images up to chosen layers.
+type Trunk struct {
+	m     *model.Model
+	r     *model.Runner
+	batch int
+	size  int // values per image
+}
+
+// NewTrunk builds m's graph for batches of up to batch images, computing
+// the outputs of the named layers.
+func NewTrunk(m *model.Model, batch int, outputs ...string) (*Trunk, error) {
+	gr, err := m.Build(model.GraphOptions{Batch: batch, Outputs: outputs})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Path, err)
+	}
+	r, err := gr.NewRunner(outputs...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Path, err)
+	}
+	h, w, c := m.InputShape()
+	return &Trunk{m: m, r: r, batch: batch, size: h * w * c}, nil
+}
+
+// Batch is the most images one Run takes.
+func (t *Trunk) Batch() int { return t.batch }
+
+// Run computes the outputs for the first n NHWC images of x: one slice per
+// output layer holding Batch() rows, of which the first n are valid. The
+// slices are reused by the next Run.
+func (t *Trunk) Run(x []float32, n int) ([][]float32, error) {
+	if n > t.batch || len(x) < n*t.size {
+		return nil, fmt.Errorf("infer: %d images for a batch of %d", n, t.batch)
+	}
+	in := t.r.Input()
+	copy(in, x[:n*t.size])
+	clear(in[n*t.size:])
+	res, err := t.r.Run()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", t.m.Path, err)
+	}
+	return res, nil
+}
+
+// Close releases the graph's machine.
+func (t *Trunk) Close() { t.r.Close() }
+
 // Classifier predicts classes with a model's graph.
 type Classifier struct {
-	m *model.Model
-	r *model.Runner
+	t *Trunk
 }
 
 // NewClassifier builds m's graph for batches of up to batch images.
 func NewClassifier(m *model.Model, batch int) (*Classifier, error) {
-	gr, err := m.Build(model.GraphOptions{Batch: batch})
+	t, err := NewTrunk(m, batch, m.Output.Name)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", m.Path, err)
+		return nil, err
 	}
-	r, err := gr.NewRunner(m.Output.Name)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", m.Path, err)
-	}
-	return &Classifier{m: m, r: r}, nil
+	return &Classifier{t: t}, nil
 }
 
 // Predict labels the n NHWC images in x (n at most the batch size).
 func (c *Classifier) Predict(x []float32, n int, out []int) error {
-	in := c.r.Input()
-	if len(x) > len(in) {
-		return fmt.Errorf("infer: %d values for a batch of %d", len(x), len(in))
-	}
-	copy(in, x)
-	clear(in[len(x):])
-	res, err := c.r.Run()
+	res, err := c.t.Run(x, n)
 	if err != nil {
-		return fmt.Errorf("%s: %w", c.m.Path, err)
+		return err
 	}
-	Argmax(res[0], c.m.Classes, out[:n])
+	Argmax(res[0], c.t.m.Classes, out[:n])
 	return nil
 }
 
 // Close releases the graph's machine.
-func (c *Classifier) Close() { c.r.Close() }
+func (c *Classifier) Close() { c.t.Close() }
+
+// Labels returns m's class for each of the n NHWC images in x.
+func Labels(m *model.Model, x []float32, n int) ([]int, error) {
+	out := make([]int, n)
+	if n == 0 {
+		return out, nil
+	}
+	batch := min(DefaultBatch, n)
+	cl, err := NewClassifier(m, batch)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	h, w, c := m.InputShape()
+	sz := h * w * c
+	for lo := 0; lo < n; lo += batch {
+		k := min(batch, n-lo)
+		if err := cl.Predict(x[lo*sz:(lo+k)*sz], k, out[lo:lo+k]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
 
 // Predict returns, for each model, the predicted class of every sample of
 // set. The models must take the set's image size.
@@ -101,28 +162,9 @@ func Predict(ctx context.Context, set *h5data.Set, models []*model.Model, batch 
 // Accuracy is the percentage of the NHWC images x that m labels as labels
 // says (0 for no images).
 func Accuracy(m *model.Model, x []float32, labels []int) (float64, error) {
-	if len(labels) == 0 {
-		return 0, nil
-	}
-	cl, err := NewClassifier(m, min(DefaultBatch, len(labels)))
+	pred, err := Labels(m, x, len(labels))
 	if err != nil {
 		return 0, err
 	}
-	defer cl.Close()
-	h, w, c := m.InputShape()
-	sz := h * w * c
-	pred := make([]int, DefaultBatch)
-	hit := 0
-	for lo := 0; lo < len(labels); lo += DefaultBatch {
-		n := min(DefaultBatch, len(labels)-lo)
-		if err := cl.Predict(x[lo*sz:(lo+n)*sz], n, pred); err != nil {
-			return 0, err
-		}
-		for i := 0; i < n; i++ {
-			if pred[i] == labels[lo+i] {
-				hit++
-			}
-		}
-	}
-	return 100 * float64(hit) / float64(len(labels)), nil
+	return metrics.Accuracy(pred, labels), nil
 }

@@ -57,6 +57,25 @@ void bp_sparse_conv(int rows, const float *din, int H, int W, int C,
 		conv_plain(rows, din, H, W, C, k, KH, KW, OC, SH, SW, padT, padL, OH, OW, dout);
 }
 
+// csr_block adds the row's n listed inputs to output columns [u0, u0+8*nb)
+// of o, accumulated in nb registers: nb is a constant at each call and the
+// pragmas unroll the loops over it, so no accumulator leaves its register.
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+csr_block(const float *d, const int *nz, int n, const float *W, int U, int u0,
+          float *o, const int nb) {
+	__m256 a[8];
+#pragma GCC unroll 8
+	for (int b = 0; b < nb; b++) a[b] = _mm256_loadu_ps(o + u0 + 8 * b);
+	for (int t = 0; t < n; t++) {
+		const __m256 v = _mm256_broadcast_ss(d + nz[t]);
+		const float *w = W + (size_t)nz[t] * U + u0;
+#pragma GCC unroll 8
+		for (int b = 0; b < nb; b++) a[b] = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 8 * b), a[b]);
+	}
+#pragma GCC unroll 8
+	for (int b = 0; b < nb; b++) _mm256_storeu_ps(o + u0 + 8 * b, a[b]);
+}
+
 // bp_csr_dense adds, for each row r, sum over its listed inputs k of
 // din[r*K+k] * W[k][:] to dout[r][:]. The lists come from whoever made the
 // change, so nothing is scanned; each 64-wide block of the output row is
@@ -71,42 +90,8 @@ csr_avx(int rows, const int *ptr, const int *idx, const float *din, int K,
 		const int n = ptr[r + 1] - ptr[r];
 		if (n == 0) continue;
 		int u0 = 0;
-		for (; u0 + 64 <= U; u0 += 64) {
-			__m256 a0 = _mm256_loadu_ps(o + u0), a1 = _mm256_loadu_ps(o + u0 + 8);
-			__m256 a2 = _mm256_loadu_ps(o + u0 + 16), a3 = _mm256_loadu_ps(o + u0 + 24);
-			__m256 a4 = _mm256_loadu_ps(o + u0 + 32), a5 = _mm256_loadu_ps(o + u0 + 40);
-			__m256 a6 = _mm256_loadu_ps(o + u0 + 48), a7 = _mm256_loadu_ps(o + u0 + 56);
-			for (int t = 0; t < n; t++) {
-				const __m256 v = _mm256_broadcast_ss(d + nz[t]);
-				const float *w = W + (size_t)nz[t] * U + u0;
-				a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w), a0);
-				a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 8), a1);
-				a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 16), a2);
-				a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 24), a3);
-				a4 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 32), a4);
-				a5 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 40), a5);
-				a6 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 48), a6);
-				a7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 56), a7);
-			}
-			_mm256_storeu_ps(o + u0, a0); _mm256_storeu_ps(o + u0 + 8, a1);
-			_mm256_storeu_ps(o + u0 + 16, a2); _mm256_storeu_ps(o + u0 + 24, a3);
-			_mm256_storeu_ps(o + u0 + 32, a4); _mm256_storeu_ps(o + u0 + 40, a5);
-			_mm256_storeu_ps(o + u0 + 48, a6); _mm256_storeu_ps(o + u0 + 56, a7);
-		}
-		for (; u0 + 32 <= U; u0 += 32) {
-			__m256 a0 = _mm256_loadu_ps(o + u0), a1 = _mm256_loadu_ps(o + u0 + 8);
-			__m256 a2 = _mm256_loadu_ps(o + u0 + 16), a3 = _mm256_loadu_ps(o + u0 + 24);
-			for (int t = 0; t < n; t++) {
-				const __m256 v = _mm256_broadcast_ss(d + nz[t]);
-				const float *w = W + (size_t)nz[t] * U + u0;
-				a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w), a0);
-				a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 8), a1);
-				a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 16), a2);
-				a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(w + 24), a3);
-			}
-			_mm256_storeu_ps(o + u0, a0); _mm256_storeu_ps(o + u0 + 8, a1);
-			_mm256_storeu_ps(o + u0 + 16, a2); _mm256_storeu_ps(o + u0 + 24, a3);
-		}
+		for (; u0 + 64 <= U; u0 += 64) csr_block(d, nz, n, W, U, u0, o, 8);
+		for (; u0 + 32 <= U; u0 += 32) csr_block(d, nz, n, W, U, u0, o, 4);
 		for (int t = 0; t < n; t++) {
 			const float v = d[nz[t]];
 			const float *w = W + (size_t)nz[t] * U;
@@ -248,16 +233,25 @@ int bp_topn(const float *z, int n, int k, int *idx, float *val) {
 	return m;
 }
 
-// bp_top_moves sets dv[t] = wt[top[t]] . (a - b) for the t tracked classes
-// and returns |a - b|^2.
-__attribute__((target("avx2,fma"))) static double
-moves_avx(int hdim, const float *a, const float *b, const float *wt,
-          const int *top, int t, float *dv, float *tmp) {
+// sub_norm2 sets tmp = a - b and returns |a - b|^2. Always inlined, it is
+// compiled for its caller's target: on the AVX2+FMA path each square is
+// added with a fused multiply-add, on the plain path it is not.
+__attribute__((always_inline)) static inline double
+sub_norm2(int hdim, const float *a, const float *b, float *tmp) {
 	double d2 = 0;
 	for (int i = 0; i < hdim; i++) {
 		tmp[i] = a[i] - b[i];
 		d2 += (double)tmp[i] * tmp[i];
 	}
+	return d2;
+}
+
+// bp_top_moves sets dv[t] = wt[top[t]] . (a - b) for the t tracked classes
+// and returns |a - b|^2.
+__attribute__((target("avx2,fma"))) static double
+moves_avx(int hdim, const float *a, const float *b, const float *wt,
+          const int *top, int t, float *dv, float *tmp) {
+	const double d2 = sub_norm2(hdim, a, b, tmp);
 	for (int k = 0; k < t; k++) {
 		const float *w = wt + (size_t)top[k] * hdim;
 		__m256 s = _mm256_setzero_ps();
@@ -275,11 +269,7 @@ moves_avx(int hdim, const float *a, const float *b, const float *wt,
 
 static double moves_plain(int hdim, const float *a, const float *b, const float *wt,
                           const int *top, int t, float *dv, float *tmp) {
-	double d2 = 0;
-	for (int i = 0; i < hdim; i++) {
-		tmp[i] = a[i] - b[i];
-		d2 += (double)tmp[i] * tmp[i];
-	}
+	const double d2 = sub_norm2(hdim, a, b, tmp);
 	for (int k = 0; k < t; k++) {
 		const float *w = wt + (size_t)top[k] * hdim;
 		float r = 0;

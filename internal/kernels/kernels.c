@@ -23,17 +23,6 @@ typedef struct {
 	int rows;            // valid pixels in the tile
 } tile_t;
 
-// The register tiles: MR pixels x 16 channels (12 accumulators) and MR pixels
-// x 8 channels. Named variables, not arrays, so that gcc keeps every
-// accumulator in a register.
-#define FMA_ROW(r, p)                                                          \
-	a = _mm256_broadcast_ss(p + ci);                                             \
-	r##0 = _mm256_fmadd_ps(a, b0, r##0);                                         \
-	r##1 = _mm256_fmadd_ps(a, b1, r##1);
-#define FMA_ROW1(r, p)                                                         \
-	a = _mm256_broadcast_ss(p + ci);                                             \
-	r = _mm256_fmadd_ps(a, b0, r);
-
 static inline void store_cols(float *o, const float *v, int ncols, int relu) {
 	if (relu) {
 		for (int j = 0; j < ncols; j++) o[j] = v[j] > 0 ? v[j] : 0;
@@ -42,119 +31,81 @@ static inline void store_cols(float *o, const float *v, int ncols, int relu) {
 	}
 }
 
-__attribute__((target("avx2,fma"))) static void
-kern_avx_16(const tile_t *t, const int *toff, int ntaps, int run,
-            const float *kp, int ldk, const float *bias, int jb, int ncols, int relu) {
-	const __m256 i0 = _mm256_loadu_ps(bias + jb), i1 = _mm256_loadu_ps(bias + jb + 8);
-	__m256 c00 = i0, c01 = i1, c10 = i0, c11 = i1, c20 = i0, c21 = i1;
-	__m256 c30 = i0, c31 = i1, c40 = i0, c41 = i1, c50 = i0, c51 = i1;
+// kern_avx accumulates a register tile of mr pixels x 8*nb output channels,
+// from column jb, over every kernel tap, and writes its first ncols columns.
+// mr and nb are constants where it is inlined and the pragmas unroll every
+// loop over them, so each accumulator becomes a register of its own (mr*nb
+// of them, with the nb kernel vectors and a broadcast at most the 16 AVX
+// registers); without the pragmas gcc keeps the tile in memory.
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+kern_avx(const tile_t *t, const int *toff, int ntaps, int run, const float *kp,
+         int ldk, const float *bias, int jb, int ncols, int relu, const int mr,
+         const int nb) {
+	__m256 c[MR][3], init[3];
+#pragma GCC unroll 3
+	for (int j = 0; j < nb; j++) init[j] = _mm256_loadu_ps(bias + jb + 8 * j);
+#pragma GCC unroll 6
+	for (int r = 0; r < mr; r++)
+#pragma GCC unroll 3
+		for (int j = 0; j < nb; j++) c[r][j] = init[j];
 	const float *kt = kp + jb;
 	for (int tp = 0; tp < ntaps; tp++) {
-		const int o = toff[tp];
-		const float *a0 = t->ip[0] + o, *a1 = t->ip[1] + o, *a2 = t->ip[2] + o;
-		const float *a3 = t->ip[3] + o, *a4 = t->ip[4] + o, *a5 = t->ip[5] + o;
+		const float *a[MR];
+#pragma GCC unroll 6
+		for (int r = 0; r < mr; r++) a[r] = t->ip[r] + toff[tp];
 		for (int ci = 0; ci < run; ci++, kt += ldk) {
-			const __m256 b0 = _mm256_loadu_ps(kt), b1 = _mm256_loadu_ps(kt + 8);
-			__m256 a;
-			FMA_ROW(c0, a0) FMA_ROW(c1, a1) FMA_ROW(c2, a2)
-			FMA_ROW(c3, a3) FMA_ROW(c4, a4) FMA_ROW(c5, a5)
+			__m256 b[3];
+#pragma GCC unroll 3
+			for (int j = 0; j < nb; j++) b[j] = _mm256_loadu_ps(kt + 8 * j);
+#pragma GCC unroll 6
+			for (int r = 0; r < mr; r++) {
+				const __m256 x = _mm256_broadcast_ss(a[r] + ci);
+#pragma GCC unroll 3
+				for (int j = 0; j < nb; j++) c[r][j] = _mm256_fmadd_ps(x, b[j], c[r][j]);
+			}
 		}
 	}
 	if (relu) {
 		const __m256 z = _mm256_setzero_ps();
-		c00 = _mm256_max_ps(c00, z); c01 = _mm256_max_ps(c01, z);
-		c10 = _mm256_max_ps(c10, z); c11 = _mm256_max_ps(c11, z);
-		c20 = _mm256_max_ps(c20, z); c21 = _mm256_max_ps(c21, z);
-		c30 = _mm256_max_ps(c30, z); c31 = _mm256_max_ps(c31, z);
-		c40 = _mm256_max_ps(c40, z); c41 = _mm256_max_ps(c41, z);
-		c50 = _mm256_max_ps(c50, z); c51 = _mm256_max_ps(c51, z);
+#pragma GCC unroll 6
+		for (int r = 0; r < mr; r++)
+#pragma GCC unroll 3
+			for (int j = 0; j < nb; j++) c[r][j] = _mm256_max_ps(c[r][j], z);
 	}
-	if (ncols == 16 && t->rows == MR) {
-		_mm256_storeu_ps(t->op[0] + jb, c00); _mm256_storeu_ps(t->op[0] + jb + 8, c01);
-		_mm256_storeu_ps(t->op[1] + jb, c10); _mm256_storeu_ps(t->op[1] + jb + 8, c11);
-		_mm256_storeu_ps(t->op[2] + jb, c20); _mm256_storeu_ps(t->op[2] + jb + 8, c21);
-		_mm256_storeu_ps(t->op[3] + jb, c30); _mm256_storeu_ps(t->op[3] + jb + 8, c31);
-		_mm256_storeu_ps(t->op[4] + jb, c40); _mm256_storeu_ps(t->op[4] + jb + 8, c41);
-		_mm256_storeu_ps(t->op[5] + jb, c50); _mm256_storeu_ps(t->op[5] + jb + 8, c51);
+	if (ncols == 8 * nb && t->rows == mr) {
+#pragma GCC unroll 6
+		for (int r = 0; r < mr; r++)
+#pragma GCC unroll 3
+			for (int j = 0; j < nb; j++) _mm256_storeu_ps(t->op[r] + jb + 8 * j, c[r][j]);
 		return;
 	}
-	float v[6][16];
-	_mm256_storeu_ps(v[0], c00); _mm256_storeu_ps(v[0] + 8, c01);
-	_mm256_storeu_ps(v[1], c10); _mm256_storeu_ps(v[1] + 8, c11);
-	_mm256_storeu_ps(v[2], c20); _mm256_storeu_ps(v[2] + 8, c21);
-	_mm256_storeu_ps(v[3], c30); _mm256_storeu_ps(v[3] + 8, c31);
-	_mm256_storeu_ps(v[4], c40); _mm256_storeu_ps(v[4] + 8, c41);
-	_mm256_storeu_ps(v[5], c50); _mm256_storeu_ps(v[5] + 8, c51);
+	float v[MR][24];
+#pragma GCC unroll 6
+	for (int r = 0; r < mr; r++)
+#pragma GCC unroll 3
+		for (int j = 0; j < nb; j++) _mm256_storeu_ps(v[r] + 8 * j, c[r][j]);
 	for (int r = 0; r < t->rows; r++) memcpy(t->op[r] + jb, v[r], sizeof(float) * ncols);
+}
+
+// The tiles conv_range uses: MR pixels x 16 or 8 channels, and 4 pixels x
+// 24 channels for layers of 17..24 output channels (the lab's conv_1 has
+// 20), one pass instead of a 16-wide and a mostly idle 8-wide.
+__attribute__((target("avx2,fma"))) static void
+kern_avx_16(const tile_t *t, const int *toff, int ntaps, int run,
+            const float *kp, int ldk, const float *bias, int jb, int ncols, int relu) {
+	kern_avx(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu, MR, 2);
 }
 
 __attribute__((target("avx2,fma"))) static void
 kern_avx_8(const tile_t *t, const int *toff, int ntaps, int run,
            const float *kp, int ldk, const float *bias, int jb, int ncols, int relu) {
-	const __m256 i0 = _mm256_loadu_ps(bias + jb);
-	__m256 c0 = i0, c1 = i0, c2 = i0, c3 = i0, c4 = i0, c5 = i0;
-	const float *kt = kp + jb;
-	for (int tp = 0; tp < ntaps; tp++) {
-		const int o = toff[tp];
-		const float *a0 = t->ip[0] + o, *a1 = t->ip[1] + o, *a2 = t->ip[2] + o;
-		const float *a3 = t->ip[3] + o, *a4 = t->ip[4] + o, *a5 = t->ip[5] + o;
-		for (int ci = 0; ci < run; ci++, kt += ldk) {
-			const __m256 b0 = _mm256_loadu_ps(kt);
-			__m256 a;
-			FMA_ROW1(c0, a0) FMA_ROW1(c1, a1) FMA_ROW1(c2, a2)
-			FMA_ROW1(c3, a3) FMA_ROW1(c4, a4) FMA_ROW1(c5, a5)
-		}
-	}
-	if (relu) {
-		const __m256 z = _mm256_setzero_ps();
-		c0 = _mm256_max_ps(c0, z); c1 = _mm256_max_ps(c1, z); c2 = _mm256_max_ps(c2, z);
-		c3 = _mm256_max_ps(c3, z); c4 = _mm256_max_ps(c4, z); c5 = _mm256_max_ps(c5, z);
-	}
-	float v[6][8];
-	_mm256_storeu_ps(v[0], c0); _mm256_storeu_ps(v[1], c1);
-	_mm256_storeu_ps(v[2], c2); _mm256_storeu_ps(v[3], c3);
-	_mm256_storeu_ps(v[4], c4); _mm256_storeu_ps(v[5], c5);
-	for (int r = 0; r < t->rows; r++) memcpy(t->op[r] + jb, v[r], sizeof(float) * ncols);
+	kern_avx(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu, MR, 1);
 }
 
-// 4 pixels x 24 channels: for layers of 17..24 output channels (the lab's
-// conv_1 has 20), one pass instead of a 16-wide and a mostly idle 8-wide.
 __attribute__((target("avx2,fma"))) static void
 kern_avx_24(const tile_t *t, const int *toff, int ntaps, int run,
             const float *kp, const float *bias, int ncols, int relu) {
-	const __m256 i0 = _mm256_loadu_ps(bias), i1 = _mm256_loadu_ps(bias + 8), i2 = _mm256_loadu_ps(bias + 16);
-	__m256 c00 = i0, c01 = i1, c02 = i2, c10 = i0, c11 = i1, c12 = i2;
-	__m256 c20 = i0, c21 = i1, c22 = i2, c30 = i0, c31 = i1, c32 = i2;
-	const float *kt = kp;
-	for (int tp = 0; tp < ntaps; tp++) {
-		const int o = toff[tp];
-		const float *a0 = t->ip[0] + o, *a1 = t->ip[1] + o, *a2 = t->ip[2] + o, *a3 = t->ip[3] + o;
-		for (int ci = 0; ci < run; ci++, kt += 24) {
-			const __m256 w0 = _mm256_loadu_ps(kt), w1 = _mm256_loadu_ps(kt + 8), w2 = _mm256_loadu_ps(kt + 16);
-			__m256 a;
-			a = _mm256_broadcast_ss(a0 + ci);
-			c00 = _mm256_fmadd_ps(a, w0, c00); c01 = _mm256_fmadd_ps(a, w1, c01); c02 = _mm256_fmadd_ps(a, w2, c02);
-			a = _mm256_broadcast_ss(a1 + ci);
-			c10 = _mm256_fmadd_ps(a, w0, c10); c11 = _mm256_fmadd_ps(a, w1, c11); c12 = _mm256_fmadd_ps(a, w2, c12);
-			a = _mm256_broadcast_ss(a2 + ci);
-			c20 = _mm256_fmadd_ps(a, w0, c20); c21 = _mm256_fmadd_ps(a, w1, c21); c22 = _mm256_fmadd_ps(a, w2, c22);
-			a = _mm256_broadcast_ss(a3 + ci);
-			c30 = _mm256_fmadd_ps(a, w0, c30); c31 = _mm256_fmadd_ps(a, w1, c31); c32 = _mm256_fmadd_ps(a, w2, c32);
-		}
-	}
-	if (relu) {
-		const __m256 z = _mm256_setzero_ps();
-		c00 = _mm256_max_ps(c00, z); c01 = _mm256_max_ps(c01, z); c02 = _mm256_max_ps(c02, z);
-		c10 = _mm256_max_ps(c10, z); c11 = _mm256_max_ps(c11, z); c12 = _mm256_max_ps(c12, z);
-		c20 = _mm256_max_ps(c20, z); c21 = _mm256_max_ps(c21, z); c22 = _mm256_max_ps(c22, z);
-		c30 = _mm256_max_ps(c30, z); c31 = _mm256_max_ps(c31, z); c32 = _mm256_max_ps(c32, z);
-	}
-	float v[4][24];
-	_mm256_storeu_ps(v[0], c00); _mm256_storeu_ps(v[0] + 8, c01); _mm256_storeu_ps(v[0] + 16, c02);
-	_mm256_storeu_ps(v[1], c10); _mm256_storeu_ps(v[1] + 8, c11); _mm256_storeu_ps(v[1] + 16, c12);
-	_mm256_storeu_ps(v[2], c20); _mm256_storeu_ps(v[2] + 8, c21); _mm256_storeu_ps(v[2] + 16, c22);
-	_mm256_storeu_ps(v[3], c30); _mm256_storeu_ps(v[3] + 8, c31); _mm256_storeu_ps(v[3] + 16, c32);
-	for (int r = 0; r < t->rows; r++) memcpy(t->op[r], v[r], sizeof(float) * ncols);
+	kern_avx(t, toff, ntaps, run, kp, 24, bias, 0, ncols, relu, 4, 3);
 }
 
 static void kern_plain(const tile_t *t, const int *toff, int ntaps, int C,
@@ -309,6 +260,15 @@ static void maxpool_2x2(const float *in, int N, int H, int W, int C, float *out,
 	}
 }
 
+// pool_window sets [*lo, *hi) to the cells of [0, n) under window o of
+// size p, stride s and leading padding pad, in order, as both passes of a
+// max pool visit them.
+static inline void pool_window(int o, int s, int pad, int p, int n, int *lo, int *hi) {
+	const int start = o * s - pad;
+	*lo = start > 0 ? start : 0;
+	*hi = start + p < n ? start + p : n;
+}
+
 void bp_maxpool(const float *in, int N, int H, int W, int C, int PH, int PW,
                 int SH, int SW, int padT, int padL, float *out, int OH, int OW) {
 	if (PH == 2 && PW == 2 && SH == 2 && SW == 2 && padT == 0 && padL == 0 &&
@@ -322,13 +282,11 @@ void bp_maxpool(const float *in, int N, int H, int W, int C, int PH, int PW,
 			for (int ox = 0; ox < OW; ox++) {
 				float *o = out + ((n * OH + oy) * (long)OW + ox) * C;
 				for (int c = 0; c < C; c++) o[c] = -FLT_MAX;
-				int seen = 0;
-				for (int py = 0; py < PH; py++) {
-					const int y = oy * SH - padT + py;
-					if (y < 0 || y >= H) continue;
-					for (int px = 0; px < PW; px++) {
-						const int x = ox * SW - padL + px;
-						if (x < 0 || x >= W) continue;
+				int seen = 0, y0, y1, x0, x1;
+				pool_window(oy, SH, padT, PH, H, &y0, &y1);
+				pool_window(ox, SW, padL, PW, W, &x0, &x1);
+				for (int y = y0; y < y1; y++) {
+					for (int x = x0; x < x1; x++) {
 						const float *i = img + ((long)y * W + x) * C;
 						if (!seen) {
 							memcpy(o, i, sizeof(float) * C);
@@ -352,15 +310,14 @@ void bp_maxpool_grad(const float *in, const float *dout, int N, int H, int W,
 		for (int oy = 0; oy < OH; oy++) {
 			for (int ox = 0; ox < OW; ox++) {
 				const float *g = dout + ((n * OH + oy) * (long)OW + ox) * C;
+				int y0, y1, x0, x1;
+				pool_window(oy, SH, padT, PH, H, &y0, &y1);
+				pool_window(ox, SW, padL, PW, W, &x0, &x1);
 				for (int c = 0; c < C; c++) {
 					long best = -1;
 					float bv = 0;
-					for (int py = 0; py < PH; py++) {
-						const int y = oy * SH - padT + py;
-						if (y < 0 || y >= H) continue;
-						for (int px = 0; px < PW; px++) {
-							const int x = ox * SW - padL + px;
-							if (x < 0 || x >= W) continue;
+					for (int y = y0; y < y1; y++) {
+						for (int x = x0; x < x1; x++) {
 							const long at = ((long)y * W + x) * C + c;
 							if (best < 0 || img[at] > bv) {
 								best = at;

@@ -12,9 +12,9 @@ package kernels
 import "C"
 
 import (
-	"runtime"
-	"sync"
 	"unsafe"
+
+	"badprune/internal/workpool"
 )
 
 // Conv is a convolution kernel packed for bp_conv2d: HWIO weights with the
@@ -49,35 +49,10 @@ func NewDense(kernel, bias []float32, in, out int) *Conv {
 func OutSize(n, k, s int) int { return (n-k)/s + 1 }
 
 // Workers is the number of goroutines a kernel call spreads over.
-func Workers() int { return runtime.GOMAXPROCS(0) }
+func Workers() int { return workpool.Workers() }
 
-// parallel splits [0,n) into contiguous parts, one per worker, at least
-// minPart long, and runs f on each.
-func parallel(n, minPart int, f func(lo, hi int)) {
-	w := Workers()
-	if minPart < 1 {
-		minPart = 1
-	}
-	if m := (n + minPart - 1) / minPart; m < w {
-		w = m
-	}
-	if w <= 1 {
-		if n > 0 {
-			f(0, n)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	for i := 0; i < w; i++ {
-		lo, hi := n*i/w, n*(i+1)/w
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(lo, hi)
-		}()
-	}
-	wg.Wait()
-}
+// parallel runs f over [0,n) in parts of at least minPart, one per worker.
+func parallel(n, minPart int, f func(lo, hi int)) { workpool.Split(n, minPart, f) }
 
 func fptr(s []float32) *C.float {
 	if len(s) == 0 {
@@ -262,31 +237,37 @@ func lptr(s []int) *C.long {
 	return (*C.long)(unsafe.Pointer(&s[0]))
 }
 
+// rowLists checks the lengths ReLUApply and AddIndex rely on before C
+// writes through d, idx and ptr; with no rows it sets the empty listing
+// and reports false, as there is nothing to call C for.
+func rowLists(rows []int, size int, d []float32, idx, ptr []int32) bool {
+	if len(rows) == 0 {
+		ptr[0] = 0
+		return false
+	}
+	_ = d[len(rows)*size-1]
+	_ = idx[len(rows)*size-1]
+	_ = ptr[len(rows)]
+	return true
+}
+
 // ReLUApply adds the pre-activation change d (one row per entry of rows,
 // size values each) to the state rows pre[rows[r]], rectifies into out,
 // leaves in d the change of out, and lists each row's moved entries in idx
 // (at least len(d) long) with ptr (len(rows)+1). It returns how many.
 func ReLUApply(rows []int, size int, d, pre, out []float32, idx, ptr []int32) int {
-	if len(rows) == 0 {
-		ptr[0] = 0
+	if !rowLists(rows, size, d, idx, ptr) {
 		return 0
 	}
-	_ = d[len(rows)*size-1]
-	_ = idx[len(rows)*size-1]
-	_ = ptr[len(rows)]
 	return int(C.bp_relu_apply(C.int(len(rows)), lptr(rows), C.int(size), fptr(d), fptr(pre), fptr(out), iptr(idx), iptr(ptr)))
 }
 
 // AddIndex adds d's rows to the state rows (unless state is nil) and
 // lists each row's non-zero entries like ReLUApply.
 func AddIndex(rows []int, size int, d, state []float32, idx, ptr []int32) int {
-	if len(rows) == 0 {
-		ptr[0] = 0
+	if !rowLists(rows, size, d, idx, ptr) {
 		return 0
 	}
-	_ = d[len(rows)*size-1]
-	_ = idx[len(rows)*size-1]
-	_ = ptr[len(rows)]
 	return int(C.bp_add_index(C.int(len(rows)), lptr(rows), C.int(size), fptr(d), fptr(state), iptr(idx), iptr(ptr)))
 }
 

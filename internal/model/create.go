@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"badprune/internal/atomicfile"
 	"badprune/internal/guard"
@@ -31,8 +30,7 @@ func (m *Model) Create(path string, layout Layout, force bool) error {
 	if err := atomicfile.CheckFree(path, force); err != nil {
 		return err
 	}
-	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.tmp-%d", filepath.Base(path), os.Getpid()))
-	guard.Temp(tmp)
+	tmp := atomicfile.TempPath(path)
 	defer guard.Done(tmp)
 	if err := h5.Locked(func() error { return m.create(tmp, layout) }); err != nil {
 		os.Remove(tmp)

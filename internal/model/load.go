@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/hdf5"
@@ -12,16 +13,26 @@ import (
 	"badprune/internal/h5"
 )
 
-// Load reads a Keras 2 HDF5 model. A file with a model_config attribute
-// gets the architecture it describes; a weights-only file (root attribute
-// layer_names) gets the lab's DeepID architecture with sizes from its
-// weights. Errors name the file and what is wrong.
+// Load reads a Keras model: an HDF5 file written by Keras 2 or Keras 3
+// (a full model with a model_config, or a weights-only file of the lab's
+// DeepID, whose architecture then comes with sizes from its weights), or a
+// .keras archive written by Keras 3 or tf.keras 2.13+. The format is told
+// by the file's content, not its name. Errors name the file and what is
+// wrong.
 func Load(path string) (*Model, error) {
+	kind, err := sniff(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	var m *Model
-	err := h5.Locked(func() (err error) {
-		m, err = load(path)
-		return err
-	})
+	if kind == zipFile {
+		m, err = loadArchive(path)
+	} else {
+		err = h5.Locked(func() (err error) {
+			m, err = load(path)
+			return err
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -36,13 +47,14 @@ func load(path string) (*Model, error) {
 	defer f.Close()
 	m := &Model{Path: path}
 	var root *hdf5.CommonFG
+	var tree *kerasNode
 	switch {
 	case h5.HasAttr(f, "model_config"):
 		cfg, err := h5.StringAttr(f, "model_config")
 		if err != nil {
 			return nil, err
 		}
-		if m.Layers, err = parseConfig([]byte(cfg)); err != nil {
+		if tree, m.Layers, err = parseModel([]byte(cfg)); err != nil {
 			return nil, fmt.Errorf("model_config: %w", err)
 		}
 		if !f.LinkExists("model_weights") {
@@ -61,7 +73,7 @@ func load(path string) (*Model, error) {
 	default:
 		return nil, errors.New("not a Keras model: neither a model_config nor a layer_names attribute")
 	}
-	if err := readWeights(m, root); err != nil {
+	if err := readWeights(m, root, groupsOf(tree)); err != nil {
 		return nil, err
 	}
 	if err := m.infer(); err != nil {
@@ -70,9 +82,31 @@ func load(path string) (*Model, error) {
 	return m, nil
 }
 
+// groupsOf maps each layer of a nested model to the top-level layer (the
+// nested model) whose HDF5 group holds its weights; Keras saves one group
+// per top-level layer.
+func groupsOf(tree *kerasNode) map[string]string {
+	out := map[string]string{}
+	if tree == nil {
+		return out
+	}
+	for _, c := range tree.children {
+		if c.layer != nil {
+			continue
+		}
+		c.walk(func(n *kerasNode) {
+			if n.layer != nil {
+				out[n.layer.Name] = c.name
+			}
+		})
+	}
+	return out
+}
+
 // readWeights loads every Conv2D and Dense layer's kernel and bias, using
-// the weight_names attribute of the layer's group.
-func readWeights(m *Model, root *hdf5.CommonFG) error {
+// the weight_names attribute of the layer's group (or, for a layer of a
+// nested model, of the nested model's group).
+func readWeights(m *Model, root *hdf5.CommonFG, groups map[string]string) error {
 	prefix := ""
 	if m.FullModel {
 		prefix = "model_weights/"
@@ -81,44 +115,34 @@ func readWeights(m *Model, root *hdf5.CommonFG) error {
 		if l.Kind != Conv2D && l.Kind != Dense {
 			continue
 		}
-		if !root.LinkExists(l.Name) {
-			return fmt.Errorf("layer %q: no weights in the file (group %q missing)", l.Name, prefix+l.Name)
+		group, nested := groups[l.Name]
+		if !nested {
+			group = l.Name
 		}
-		g, err := root.OpenGroup(l.Name)
+		if !root.LinkExists(group) {
+			return fmt.Errorf("layer %q: no weights in the file (group %q missing)", l.Name, prefix+group)
+		}
+		g, err := root.OpenGroup(group)
 		if err != nil {
-			return fmt.Errorf("layer %q: cannot open group %q", l.Name, prefix+l.Name)
+			return fmt.Errorf("layer %q: cannot open group %q", l.Name, prefix+group)
 		}
 		names, err := h5.StringsAttr(g, "weight_names")
 		if err != nil {
 			g.Close()
 			return fmt.Errorf("layer %q: %w", l.Name, err)
 		}
-		var kernelName, biasName string
-		for _, n := range names {
-			switch {
-			case strings.HasSuffix(n, "kernel:0"):
-				kernelName = n
-			case strings.HasSuffix(n, "bias:0"):
-				biasName = n
-			}
-		}
-		if kernelName == "" && len(names) > 0 {
-			kernelName = names[0] // Keras writes kernel first
-		}
-		if biasName == "" && len(names) > 1 {
-			biasName = names[1]
-		}
+		kernelName, biasName := pickWeights(names, l.Name, nested)
 		if kernelName == "" {
 			g.Close()
-			return fmt.Errorf("layer %q: no kernel listed in weight_names", l.Name)
+			return fmt.Errorf("layer %q: no kernel listed in weight_names of group %q", l.Name, prefix+group)
 		}
-		l.KernelPath = prefix + l.Name + "/" + kernelName
+		l.KernelPath = prefix + group + "/" + kernelName
 		if l.Kernel, l.KernelShape, err = readArray(g, kernelName); err != nil {
 			g.Close()
 			return fmt.Errorf("layer %q: weight %q: %w", l.Name, kernelName, err)
 		}
 		if biasName != "" {
-			l.BiasPath = prefix + l.Name + "/" + biasName
+			l.BiasPath = prefix + group + "/" + biasName
 			if l.Bias, _, err = readArray(g, biasName); err != nil {
 				g.Close()
 				return fmt.Errorf("layer %q: weight %q: %w", l.Name, biasName, err)
@@ -127,6 +151,36 @@ func readWeights(m *Model, root *hdf5.CommonFG) error {
 		g.Close()
 	}
 	return nil
+}
+
+// pickWeights finds a layer's kernel and bias among the weight_names of
+// its group. Keras 2 names them "<layer>/kernel:0", Keras 3 by variable
+// path, "<model>/<layer>/kernel". In a nested model's group only names
+// whose parent is the layer count; in the layer's own group the first two
+// names are kernel and bias whatever they are called, as Keras writes them.
+func pickWeights(names []string, layer string, nested bool) (kernel, bias string) {
+	for _, n := range names {
+		parts := strings.Split(n, "/")
+		if nested && (len(parts) < 2 || parts[len(parts)-2] != layer) {
+			continue
+		}
+		switch base := parts[len(parts)-1]; {
+		case strings.HasSuffix(base, "kernel:0") || base == "kernel":
+			kernel = n
+		case strings.HasSuffix(base, "bias:0") || base == "bias":
+			bias = n
+		}
+	}
+	if nested {
+		return kernel, bias
+	}
+	if kernel == "" && len(names) > 0 {
+		kernel = names[0]
+	}
+	if bias == "" && len(names) > 1 {
+		bias = names[1]
+	}
+	return kernel, bias
 }
 
 func readArray(g *hdf5.Group, name string) ([]float32, []int, error) {
@@ -369,17 +423,26 @@ func SamePad(h, w, kh, kw, sh, sw int) (t, b, l, r int) {
 	return ph / 2, ph - ph/2, pw / 2, pw - pw/2
 }
 
-// Keras's model_config, the parts badprune reads.
-type kerasModel struct {
-	ClassName string          `json:"class_name"`
-	Config    json.RawMessage `json:"config"`
-}
-
-type kerasLayer struct {
+// kerasObject is a serialized Keras model or layer, the parts badprune
+// reads. Keras 2 and tf.keras write a layer's name both at the top and in
+// its config; Keras 3 only in its config.
+type kerasObject struct {
 	ClassName    string          `json:"class_name"`
 	Name         string          `json:"name"`
 	Config       json.RawMessage `json:"config"`
 	InboundNodes json.RawMessage `json:"inbound_nodes"`
+	BuildConfig  *struct {
+		InputShape []*int `json:"input_shape"`
+	} `json:"build_config"`
+}
+
+// modelConfig is the config of a Sequential or Functional model.
+type modelConfig struct {
+	Name            string          `json:"name"`
+	Layers          []kerasObject   `json:"layers"`
+	InputLayers     json.RawMessage `json:"input_layers"`
+	OutputLayers    json.RawMessage `json:"output_layers"`
+	BuildInputShape []*int          `json:"build_input_shape"`
 }
 
 type layerConfig struct {
@@ -399,90 +462,334 @@ type layerConfig struct {
 	Groups          int     `json:"groups"`
 }
 
-func parseConfig(raw []byte) ([]*Layer, error) {
-	var km kerasModel
-	if err := json.Unmarshal(raw, &km); err != nil {
-		return nil, fmt.Errorf("not valid JSON: %v", err)
+// kerasNode is the structure of a parsed model: a model's node lists its
+// layers and nested models in config order (input layers left out), which
+// is how Keras names their weights in a .keras archive.
+type kerasNode struct {
+	name, class string
+	layer       *Layer // nil for a model
+	children    []*kerasNode
+}
+
+func (n *kerasNode) walk(fn func(*kerasNode)) {
+	fn(n)
+	for _, c := range n.children {
+		c.walk(fn)
 	}
-	var layers []kerasLayer
-	sequential := km.ClassName == "Sequential"
-	switch km.ClassName {
-	case "Model", "Functional", "Sequential":
-		var c struct {
-			Layers []kerasLayer `json:"layers"`
+}
+
+// maxNesting bounds models nested in models; a hostile config could
+// otherwise recurse as deep as the JSON decoder lets it.
+const maxNesting = 16
+
+func isModelClass(class string) bool {
+	return class == "Sequential" || class == "Functional" || class == "Model"
+}
+
+// parseConfig turns a Keras model config into badprune's layers.
+func parseConfig(raw []byte) ([]*Layer, error) {
+	_, layers, err := parseModel(raw)
+	return layers, err
+}
+
+// parseModel reads a Keras 2 model_config or a Keras 3 config.json. Models
+// nested in the model are flattened: their layers join the outer ones,
+// wired to what fed the nested model, and what the nested model fed takes
+// its output.
+func parseModel(raw []byte) (*kerasNode, []*Layer, error) {
+	var top kerasObject
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, nil, fmt.Errorf("not valid JSON: %v", err)
+	}
+	if !isModelClass(top.ClassName) {
+		return nil, nil, fmt.Errorf("unsupported model class %q", top.ClassName)
+	}
+	p := &parser{alias: map[string]string{}}
+	tree, _, err := p.model(&top, "", 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(p.out) == 0 {
+		return nil, nil, errors.New("the model has no layers")
+	}
+	return tree, p.out, nil
+}
+
+type parser struct {
+	out []*Layer
+	// alias maps the name of a nested model, or of a nested model's input
+	// layer, to the layer whose output it stands for.
+	alias map[string]string
+}
+
+func (p *parser) resolve(name string) string {
+	if a, ok := p.alias[name]; ok {
+		return a
+	}
+	return name
+}
+
+// model parses a model whose input is the output of layer feed ("" at the
+// top) and returns its node and the name of the layer giving its output.
+func (p *parser) model(obj *kerasObject, feed string, depth int) (*kerasNode, string, error) {
+	if depth > maxNesting {
+		return nil, "", fmt.Errorf("models nested more than %d deep", maxNesting)
+	}
+	sequential := obj.ClassName == "Sequential"
+	var c modelConfig
+	var layers []kerasObject
+	if err := json.Unmarshal(obj.Config, &c); err != nil || c.Layers == nil {
+		// Old Sequential configs are a bare list of layers.
+		if err2 := json.Unmarshal(obj.Config, &layers); err2 != nil || !sequential {
+			return nil, "", errors.New("no layer list in the config")
 		}
-		if err := json.Unmarshal(km.Config, &c); err != nil || c.Layers == nil {
-			// Old Sequential configs are a bare list of layers.
-			if err2 := json.Unmarshal(km.Config, &layers); err2 != nil || !sequential {
-				return nil, errors.New("no layer list in the config")
-			}
-		} else {
-			layers = c.Layers
-		}
-	default:
-		return nil, fmt.Errorf("unsupported model class %q", km.ClassName)
+	} else {
+		layers = c.Layers
 	}
 	if len(layers) == 0 {
-		return nil, errors.New("the model has no layers")
+		return nil, "", errors.New("the model has no layers")
 	}
-	var out []*Layer
-	for i, kl := range layers {
-		var c layerConfig
-		if err := json.Unmarshal(kl.Config, &c); err != nil {
-			return nil, fmt.Errorf("layer %d: bad config: %v", i, err)
+	n := &kerasNode{name: obj.Name, class: obj.ClassName}
+	if n.name == "" {
+		n.name = c.Name
+	}
+	if sequential {
+		shape := c.BuildInputShape
+		if shape == nil && obj.BuildConfig != nil {
+			shape = obj.BuildConfig.InputShape
 		}
-		name := kl.Name
-		if name == "" {
-			name = c.Name
+		out, err := p.sequential(n, layers, feed, shape, depth)
+		return n, out, err
+	}
+	out, err := p.functional(n, layers, feed, &c, depth)
+	return n, out, err
+}
+
+// layerName decodes a layer's config and finds its name.
+func layerName(kl *kerasObject, i int) (string, *layerConfig, error) {
+	var c layerConfig
+	if isModelClass(kl.ClassName) {
+		// A nested model's config may be a bare list (old Sequential).
+		var mc struct {
+			Name string `json:"name"`
 		}
-		if name == "" {
-			return nil, fmt.Errorf("layer %d has no name", i)
-		}
-		l, err := convertLayer(kl.ClassName, name, &c)
+		json.Unmarshal(kl.Config, &mc)
+		c.Name = mc.Name
+	} else if err := json.Unmarshal(kl.Config, &c); err != nil {
+		return "", nil, fmt.Errorf("layer %d: bad config: %v", i, err)
+	}
+	name := kl.Name
+	if name == "" {
+		name = c.Name
+	}
+	if name == "" {
+		return "", nil, fmt.Errorf("layer %d has no name", i)
+	}
+	kl.Name = name
+	return name, &c, nil
+}
+
+// sequential chains layers after prev ("" when the model starts here).
+// buildShape is the model's build input shape, for a Sequential without an
+// InputLayer whose first layer has no batch_input_shape either.
+func (p *parser) sequential(n *kerasNode, layers []kerasObject, prev string, buildShape []*int, depth int) (string, error) {
+	for i := range layers {
+		kl := &layers[i]
+		name, c, err := layerName(kl, i)
 		if err != nil {
-			return nil, fmt.Errorf("layer %q: %w", name, err)
+			return "", err
 		}
-		if sequential {
-			if i == 0 && l.Kind != Input {
-				// The input is implied by the first layer's batch_input_shape.
-				in, err := inputFrom(name+"_input", &c)
-				if err != nil {
-					return nil, fmt.Errorf("layer %q: %w", name, err)
-				}
-				out = append(out, in)
+		if isModelClass(kl.ClassName) {
+			sub, out, err := p.model(kl, prev, depth+1)
+			if err != nil {
+				return "", fmt.Errorf("layer %q: %w", name, err)
 			}
-			if len(out) > 0 {
-				l.Inputs = []string{out[len(out)-1].Name}
+			n.children = append(n.children, sub)
+			p.alias[name] = out
+			prev = out
+			continue
+		}
+		l, err := convertLayer(kl.ClassName, name, c)
+		if err != nil {
+			return "", fmt.Errorf("layer %q: %w", name, err)
+		}
+		if l.Kind == Input {
+			if prev != "" {
+				// A nested block's own input: it is what feeds the block.
+				p.alias[name] = prev
+				continue
 			}
-		} else if l.Kind != Input {
-			if l.Inputs, err = inbound(kl.InboundNodes); err != nil {
-				return nil, fmt.Errorf("layer %q: %w", name, err)
+			p.out = append(p.out, l)
+			prev = name
+			continue
+		}
+		if prev == "" {
+			// The input is implied by the first layer's batch_input_shape,
+			// or by the shape the model was built with.
+			shape := c.BatchInputShape
+			if shape == nil {
+				shape = c.BatchShape
+			}
+			if shape == nil {
+				shape = buildShape
+			}
+			if shape == nil && kl.BuildConfig != nil {
+				shape = kl.BuildConfig.InputShape
+			}
+			in, err := inputFrom(name+"_input", shape)
+			if err != nil {
+				return "", fmt.Errorf("layer %q: %w", name, err)
+			}
+			p.out = append(p.out, in)
+			prev = in.Name
+		}
+		l.Inputs = []string{prev}
+		n.children = append(n.children, &kerasNode{name: name, class: kl.ClassName, layer: l})
+		p.out = append(p.out, l)
+		prev = name
+	}
+	return prev, nil
+}
+
+// functional adds layers wired by their inbound_nodes; feed, when not "",
+// stands for the model's input layer.
+func (p *parser) functional(n *kerasNode, layers []kerasObject, feed string, c *modelConfig, depth int) (string, error) {
+	ins, err := layerRefs(c.InputLayers)
+	if err != nil {
+		return "", fmt.Errorf("input_layers: %w", err)
+	}
+	if len(ins) > 1 {
+		return "", fmt.Errorf("%d inputs: only single-input models are supported", len(ins))
+	}
+	outs, err := layerRefs(c.OutputLayers)
+	if err != nil {
+		return "", fmt.Errorf("output_layers: %w", err)
+	}
+	if len(outs) > 1 {
+		return "", fmt.Errorf("%d outputs: only single-output models are supported", len(outs))
+	}
+	last := ""
+	for i := range layers {
+		kl := &layers[i]
+		name, cfg, err := layerName(kl, i)
+		if err != nil {
+			return "", err
+		}
+		var inputs []string
+		if kl.ClassName != string(Input) {
+			if inputs, err = inbound(kl.InboundNodes); err != nil {
+				return "", fmt.Errorf("layer %q: %w", name, err)
+			}
+			for j, in := range inputs {
+				inputs[j] = p.resolve(in)
 			}
 		}
-		out = append(out, l)
+		if isModelClass(kl.ClassName) {
+			if len(inputs) != 1 {
+				return "", fmt.Errorf("layer %q: nested model with %d inputs: only single-input models are supported", name, len(inputs))
+			}
+			sub, out, err := p.model(kl, inputs[0], depth+1)
+			if err != nil {
+				return "", fmt.Errorf("layer %q: %w", name, err)
+			}
+			n.children = append(n.children, sub)
+			p.alias[name] = out
+			last = out
+			continue
+		}
+		l, err := convertLayer(kl.ClassName, name, cfg)
+		if err != nil {
+			return "", fmt.Errorf("layer %q: %w", name, err)
+		}
+		if l.Kind == Input {
+			if feed != "" {
+				p.alias[name] = feed
+				continue
+			}
+			p.out = append(p.out, l)
+			last = name
+			continue
+		}
+		l.Inputs = inputs
+		n.children = append(n.children, &kerasNode{name: name, class: kl.ClassName, layer: l})
+		p.out = append(p.out, l)
+		last = name
+	}
+	if len(outs) == 1 {
+		return p.resolve(outs[0]), nil
+	}
+	return last, nil
+}
+
+// layerRefs reads input_layers or output_layers: a list of [name, node,
+// tensor], or, in Keras 3 for a single one, a flat [name, node, tensor].
+func layerRefs(raw json.RawMessage) ([]string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var v []any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, errors.New("not a list of layer references")
+	}
+	if len(v) > 0 {
+		if s, ok := v[0].(string); ok {
+			return []string{s}, nil
+		}
+	}
+	var out []string
+	for _, e := range v {
+		r, ok := e.([]any)
+		if !ok || len(r) == 0 {
+			return nil, errors.New("not a list of layer references")
+		}
+		s, ok := r[0].(string)
+		if !ok {
+			return nil, errors.New("a layer reference without a layer name")
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }
 
-// inbound reads Keras 2's inbound_nodes: [[[name, node, tensor, kwargs], ...]].
+// inbound reads the names of the layers feeding a layer from its
+// inbound_nodes, in Keras 2's form [[[name, node, tensor, kwargs], ...]] or
+// Keras 3's [{"args": [keras tensors], "kwargs": {...}}].
 func inbound(raw json.RawMessage) ([]string, error) {
-	var nodes [][][]any
+	var nodes []json.RawMessage
 	if err := json.Unmarshal(raw, &nodes); err != nil {
-		return nil, errors.New("inbound_nodes not in Keras 2 format")
+		return nil, errors.New("inbound_nodes is not a list")
 	}
-	if len(nodes) != 1 {
+	switch len(nodes) {
+	case 0:
+		return nil, errors.New("no inbound nodes: the layer is not connected")
+	case 1:
+	default:
 		return nil, fmt.Errorf("called %d times: shared layers are not supported", len(nodes))
 	}
 	var names []string
-	for _, n := range nodes[0] {
-		if len(n) < 1 {
-			return nil, errors.New("empty inbound node")
+	var k2 [][]any
+	if err := json.Unmarshal(nodes[0], &k2); err == nil {
+		for _, n := range k2 {
+			if len(n) < 1 {
+				return nil, errors.New("empty inbound node")
+			}
+			s, ok := n[0].(string)
+			if !ok {
+				return nil, errors.New("inbound node without a layer name")
+			}
+			names = append(names, s)
 		}
-		s, ok := n[0].(string)
-		if !ok {
-			return nil, errors.New("inbound node without a layer name")
+	} else {
+		var k3 struct {
+			Args []any `json:"args"`
 		}
-		names = append(names, s)
+		if err := json.Unmarshal(nodes[0], &k3); err != nil {
+			return nil, errors.New("inbound_nodes in neither the Keras 2 nor the Keras 3 form")
+		}
+		// Only args carry inputs; kwargs hold options such as training.
+		if err := kerasTensors(k3.Args, &names, 0); err != nil {
+			return nil, err
+		}
 	}
 	if len(names) == 0 {
 		return nil, errors.New("no inputs")
@@ -490,13 +797,45 @@ func inbound(raw json.RawMessage) ([]string, error) {
 	return names, nil
 }
 
-func inputFrom(name string, c *layerConfig) (*Layer, error) {
-	shape := c.BatchInputShape
-	if shape == nil {
-		shape = c.BatchShape
+// kerasTensors collects the producing layers of the Keras 3 tensors in v
+// (a tensor, or lists of them); other values are constants and skipped.
+func kerasTensors(v any, names *[]string, depth int) error {
+	if depth > 32 {
+		return errors.New("inbound_nodes nested too deeply")
+	}
+	switch x := v.(type) {
+	case []any:
+		for _, e := range x {
+			if err := kerasTensors(e, names, depth+1); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		if x["class_name"] != "__keras_tensor__" {
+			return nil
+		}
+		cfg, _ := x["config"].(map[string]any)
+		hist, _ := cfg["keras_history"].([]any)
+		if len(hist) < 1 {
+			return errors.New("an input tensor without keras_history")
+		}
+		name, ok := hist[0].(string)
+		if !ok || name == "" {
+			return errors.New("an input tensor without a layer name in keras_history")
+		}
+		*names = append(*names, name)
+	}
+	return nil
+}
+
+// inputFrom makes an input layer of a batch shape (batch, height, width,
+// channels); the batch size, fixed or not, is ignored.
+func inputFrom(name string, shape []*int) (*Layer, error) {
+	if len(shape) == 0 {
+		return nil, errors.New("no input shape (batch_input_shape, batch_shape or a build input shape)")
 	}
 	if len(shape) != 4 {
-		return nil, fmt.Errorf("batch_input_shape %v: want (batch, height, width, channels)", shape)
+		return nil, fmt.Errorf("batch_input_shape %v: want (batch, height, width, channels)", dims(shape))
 	}
 	l := &Layer{Name: name, Kind: Input}
 	for _, d := range shape[1:] {
@@ -506,6 +845,18 @@ func inputFrom(name string, c *layerConfig) (*Layer, error) {
 		l.Shape = append(l.Shape, *d)
 	}
 	return l, nil
+}
+
+// dims shows a shape with nil (free) sizes as "None", as Keras prints it.
+func dims(shape []*int) string {
+	parts := make([]string, len(shape))
+	for i, d := range shape {
+		parts[i] = "None"
+		if d != nil {
+			parts[i] = strconv.Itoa(*d)
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 func pair(v []int, def int, what string) (int, int, error) {
@@ -528,11 +879,11 @@ func convertLayer(class, name string, c *layerConfig) (*Layer, error) {
 	var err error
 	switch l.Kind {
 	case Input:
-		in, err := inputFrom(name, c)
-		if err != nil {
-			return nil, err
+		shape := c.BatchInputShape
+		if shape == nil {
+			shape = c.BatchShape
 		}
-		return in, nil
+		return inputFrom(name, shape)
 	case Conv2D:
 		if l.KH, l.KW, err = pair(c.KernelSize, 0, "kernel_size"); err != nil {
 			return nil, err

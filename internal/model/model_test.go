@@ -9,9 +9,9 @@ import (
 	"slices"
 	"testing"
 
-	"badprune/internal/testsupport/fixture"
 	"badprune/internal/h5"
 	"badprune/internal/model"
+	"badprune/internal/testsupport/fixture"
 	"badprune/internal/testsupport/oracle"
 )
 

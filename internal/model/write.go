@@ -17,15 +17,29 @@ import (
 // WriteCopy writes to dst a copy of the file m was loaded from in which the
 // kernel and bias datasets of the named layers hold m's current weights.
 // Every other byte stays as it was, so attributes, the model_config and the
-// optimizer state survive and Keras loads the copy. The source is only read.
-// Without force an existing dst is an error.
+// optimizer state survive and Keras loads the copy. A .keras archive is
+// copied entry by entry, in order and with the same names, every entry
+// byte for byte but model.weights.h5, which is patched the same way. The
+// source is only read. Without force an existing dst is an error.
 func (m *Model) WriteCopy(dst string, force bool, layers ...string) error {
 	if atomicfile.SameFile(m.Path, dst) {
 		return fmt.Errorf("%s: refusing to overwrite the input model", dst)
 	}
+	kind, err := sniff(m.Path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.Path, err)
+	}
+	if kind == zipFile {
+		return m.writeArchive(dst, force, layers)
+	}
 	var patches []patch
-	err := h5.Locked(func() (err error) {
-		patches, err = m.patches(layers)
+	err = h5.Locked(func() error {
+		f, err := h5.Open(m.Path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		patches, err = m.patches(f, layers)
 		return err
 	})
 	if err != nil {
@@ -45,27 +59,34 @@ func (m *Model) WriteCopy(dst string, force bool, layers ...string) error {
 	if err != nil {
 		return fmt.Errorf("%s: copying %s: %w", dst, m.Path, err)
 	}
+	if err := applyPatches(out.File, patches); err != nil {
+		return fmt.Errorf("%s: %w", dst, err)
+	}
+	return out.Commit()
+}
+
+// applyPatches writes the patches into f, a copy of the file they were
+// located in.
+func applyPatches(f *os.File, patches []patch) error {
 	var chunked []patch
 	for _, p := range patches {
 		if p.offset < 0 {
 			chunked = append(chunked, p)
 			continue
 		}
-		if _, err := out.WriteAt(p.encode(), p.offset); err != nil {
-			return fmt.Errorf("%s: %w", dst, err)
+		if _, err := f.WriteAt(p.encode(), p.offset); err != nil {
+			return err
 		}
 	}
-	if len(chunked) > 0 {
-		// Chunked or compressed weights have no single place in the file:
-		// let the library rewrite them in the copy.
-		if err := out.Sync(); err != nil {
-			return fmt.Errorf("%s: %w", dst, err)
-		}
-		if err := h5.Locked(func() error { return writeWithLibrary(out.Name(), chunked) }); err != nil {
-			return fmt.Errorf("%s: %w", dst, err)
-		}
+	if len(chunked) == 0 {
+		return nil
 	}
-	return out.Commit()
+	// Chunked or compressed weights have no single place in the file: let
+	// the library rewrite them in the copy.
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return h5.Locked(func() error { return writeWithLibrary(f.Name(), chunked) })
 }
 
 type patch struct {
@@ -91,13 +112,9 @@ func (p patch) encode() []byte {
 	return b
 }
 
-// patches locates the weight datasets of the layers in the source file.
-func (m *Model) patches(layers []string) ([]patch, error) {
-	f, err := h5.Open(m.Path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
+// patches locates the weight datasets of the layers in f, the file m's
+// weights were read from.
+func (m *Model) patches(f *hdf5.File, layers []string) ([]patch, error) {
 	var out []patch
 	for _, name := range layers {
 		l := m.Layer(name)

@@ -97,16 +97,7 @@ func FinetuneHistory(log *report.PruneLog) (*plot.Plot, error) {
 	p.X.Tick.Marker = ticks
 
 	ov.avoid = func(x, y func(float64) vg.Length) obstacles {
-		var obs obstacles
-		for _, xys := range drawn {
-			pts := make([]vg.Point, len(xys))
-			for i, v := range xys {
-				pts[i] = vg.Point{X: x(v.X), Y: y(v.Y)}
-				obs.rects = append(obs.rects, around(pts[i], vg.Points(3)))
-			}
-			obs.segs = append(obs.segs, polyline(pts)...)
-		}
-		return obs
+		return lineObstacles(drawn, x, y, vg.Points(3))
 	}
 	p.Add(ov)
 	return p, nil

@@ -161,16 +161,16 @@ func groups(ev *report.Eval) ([]group, error) {
 			}
 		}
 		switch r.Model {
-		case "B":
+		case report.RoleB:
 			if b == nil {
 				b = r
 			}
-		case "G":
+		case report.RoleGoodNet:
 			file := r.Repaired
 			if file == "" {
 				file = r.File
 			}
-			name := repairedName(file)
+			name := report.NetworkLabel(file)
 			if file == "" {
 				name = fmt.Sprintf("G_%d", len(gs)+1)
 			}

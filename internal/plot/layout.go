@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/text"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
@@ -422,6 +423,24 @@ func cover(r vg.Rectangle, obs obstacles, lines [][2]vg.Point, line float64, pla
 		}
 	}
 	return k
+}
+
+// lineObstacles returns the obstacles of the drawn lines on the canvas
+// given by x and y: their segments and, when r > 0, a square of half side
+// r around each of their points.
+func lineObstacles(drawn []plotter.XYs, x, y func(float64) vg.Length, r vg.Length) obstacles {
+	var obs obstacles
+	for _, xys := range drawn {
+		pts := make([]vg.Point, len(xys))
+		for i, v := range xys {
+			pts[i] = vg.Point{X: x(v.X), Y: y(v.Y)}
+			if r > 0 {
+				obs.rects = append(obs.rects, around(pts[i], r))
+			}
+		}
+		obs.segs = append(obs.segs, polyline(pts)...)
+	}
+	return obs
 }
 
 // polyline returns the segments joining consecutive points.

@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"image/color"
 	"math"
-	"path/filepath"
-	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -109,17 +107,6 @@ func checkRate(what string, v float64) error {
 		return fmt.Errorf("%s is %v, not a percentage in 0..100", what, v)
 	}
 	return nil
-}
-
-// repairedName names a repaired network after its file: repaired_4.h5 is
-// B'_4; other names are kept as they are.
-func repairedName(file string) string {
-	base := filepath.Base(file)
-	stem := strings.TrimSuffix(base, filepath.Ext(base))
-	if t, ok := strings.CutPrefix(stem, "repaired_"); ok && t != "" {
-		return "B'_" + t
-	}
-	return base
 }
 
 // lineStyle returns a line style of the given colour, dashed if asked.

@@ -105,17 +105,25 @@ func finetuned(log *report.PruneLog) *report.PruneLog {
 	return log
 }
 
-// figures returns the figures of the synthetic data by name.
-func figures(t *testing.T) map[string]*plot.Plot {
+// pruneAndBars returns the prune curve and the goodnet bars of the
+// synthetic data, with or without attack success.
+func pruneAndBars(t *testing.T, withASR bool) (prune, bars *plot.Plot) {
 	t.Helper()
-	prune, err := PruneCurve(pruneLog(true))
+	prune, err := PruneCurve(pruneLog(withASR))
 	if err != nil {
 		t.Fatalf("PruneCurve: %v", err)
 	}
-	bars, err := GoodnetBars(eval(true))
+	bars, err = GoodnetBars(eval(withASR))
 	if err != nil {
 		t.Fatalf("GoodnetBars: %v", err)
 	}
+	return prune, bars
+}
+
+// figures returns the figures of the synthetic data by name.
+func figures(t *testing.T) map[string]*plot.Plot {
+	t.Helper()
+	prune, bars := pruneAndBars(t, true)
 	ft, err := FinetuneHistory(finetuned(pruneLog(true)))
 	if err != nil {
 		t.Fatalf("FinetuneHistory: %v", err)
@@ -478,14 +486,7 @@ func equal(a, b [][]byte) bool {
 
 func TestWithoutASR(t *testing.T) {
 	dir := t.TempDir()
-	prune, err := PruneCurve(pruneLog(false))
-	if err != nil {
-		t.Fatalf("PruneCurve: %v", err)
-	}
-	bars, err := GoodnetBars(eval(false))
-	if err != nil {
-		t.Fatalf("GoodnetBars: %v", err)
-	}
+	prune, bars := pruneAndBars(t, false)
 	for name, p := range map[string]*plot.Plot{"prune": prune, "bars": bars} {
 		paths, err := Save(p, dir, name, false)
 		if err != nil {
@@ -561,8 +562,8 @@ func TestRepairedName(t *testing.T) {
 		{"repaired_.h5", "repaired_.h5"},
 		{"models/fixed.h5", "fixed.h5"},
 	} {
-		if got := repairedName(tc.file); got != tc.want {
-			t.Errorf("repairedName(%q) = %q, want %q", tc.file, got, tc.want)
+		if got := report.NetworkLabel(tc.file); got != tc.want {
+			t.Errorf("report.NetworkLabel(%q) = %q, want %q", tc.file, got, tc.want)
 		}
 	}
 }

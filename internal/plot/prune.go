@@ -100,14 +100,7 @@ func pruneCurve(log *report.PruneLog) (*plot.Plot, *overlay, error) {
 	}
 
 	ov.avoid = func(x, y func(float64) vg.Length) obstacles {
-		var obs obstacles
-		for _, xys := range drawn {
-			pts := make([]vg.Point, len(xys))
-			for i, v := range xys {
-				pts[i] = vg.Point{X: x(v.X), Y: y(v.Y)}
-			}
-			obs.segs = append(obs.segs, polyline(pts)...)
-		}
+		obs := lineObstacles(drawn, x, y, 0)
 		for _, d := range dots {
 			obs.rects = append(obs.rects, around(vg.Point{X: x(d.X), Y: y(d.Y)}, vg.Points(4)))
 		}

@@ -25,6 +25,9 @@ const (
 	dpi    = 150
 )
 
+// Files are the names of the files Save writes for name.
+func Files(name string) []string { return []string{name + ".png", name + ".svg"} }
+
 // Save writes p to dir as name.png and name.svg and returns their paths.
 // Without force it refuses, before writing anything, if either exists.
 // Each file is written to a temporary file in dir and renamed into place,

@@ -11,16 +11,37 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"slices"
 	"sort"
 	"sync"
 
 	"badprune/internal/h5data"
 	"badprune/internal/incr"
+	"badprune/internal/infer"
+	"badprune/internal/metrics"
 	"badprune/internal/model"
 	"badprune/internal/progress"
+	"badprune/internal/workpool"
 )
+
+// ErrNoDefaultLayer says that no layer to prune could be chosen for the
+// caller.
+var ErrNoDefaultLayer = errors.New("no Conv2D layer feeds the first Dense layer through pooling or flattening")
+
+// LayerError is a layer that cannot be pruned or ranked.
+type LayerError struct {
+	Rank    bool   // the rank layer, else the layer to prune
+	Name    string // the layer as the caller named it
+	Problem string
+}
+
+func (e *LayerError) Error() string {
+	what := "layer"
+	if e.Rank {
+		what = "rank layer"
+	}
+	return fmt.Sprintf("%s %s: %s", what, e.Name, e.Problem)
+}
 
 // DefaultLayer is the Conv2D layer whose (pooled) output feeds the model's
 // first Dense layer: conv_3 in the lab's DeepID.
@@ -42,42 +63,40 @@ func DefaultLayer(m *model.Model) (string, error) {
 		}
 		break
 	}
-	return "", errors.New("no Conv2D layer feeds the first Dense layer through pooling or flattening; choose one with --layer")
+	return "", ErrNoDefaultLayer
 }
 
-// DefaultRankLayer is the max pooling layer right after layer when it is
-// layer's only consumer, else layer itself: pool_3 for conv_3.
+// DefaultRankLayer is the last layer that carries layer's channels one to
+// one (model.PerChannel), else layer itself: pool_3 for conv_3.
 func DefaultRankLayer(m *model.Model, layer string) string {
-	if c := m.Consumers(layer); len(c) == 1 && c[0].Kind == model.MaxPool {
-		return c[0].Name
+	if pc := m.PerChannel(layer); len(pc) > 0 {
+		return pc[len(pc)-1].Name
 	}
 	return layer
 }
 
 // CheckLayers checks that layer is a Conv2D layer and rank a layer whose
-// channels are layer's: the layer itself or a per-channel layer after it.
+// channels are layer's: the layer itself or one of model.PerChannel.
 func CheckLayers(m *model.Model, layer, rank string) error {
 	l := m.Layer(layer)
 	if l == nil {
-		return fmt.Errorf("--layer %s: no such layer", layer)
+		return &LayerError{Name: layer, Problem: "no such layer"}
 	}
 	if l.Kind != model.Conv2D {
-		return fmt.Errorf("--layer %s: a %s layer; pruning needs a Conv2D layer", layer, l.Kind)
+		return &LayerError{Name: layer, Problem: fmt.Sprintf("a %s layer; pruning needs a Conv2D layer", l.Kind)}
 	}
-	r := m.Layer(rank)
-	if r == nil {
-		return fmt.Errorf("--rank-layer %s: no such layer", rank)
+	if m.Layer(rank) == nil {
+		return &LayerError{Rank: true, Name: rank, Problem: "no such layer"}
 	}
-	for cur := l; ; {
-		if cur == r {
+	if rank == layer {
+		return nil
+	}
+	for _, c := range m.PerChannel(layer) {
+		if c.Name == rank {
 			return nil
 		}
-		c := m.Consumers(cur.Name)
-		if len(c) != 1 || (c[0].Kind != model.MaxPool && c[0].Kind != model.Dropout && c[0].Kind != model.Activation) {
-			return fmt.Errorf("--rank-layer %s: not %s or a pooling layer after it with the same channels", rank, layer)
-		}
-		cur = c[0]
 	}
+	return &LayerError{Rank: true, Name: rank, Problem: fmt.Sprintf("not %s or a pooling layer after it with the same channels", layer)}
 }
 
 // Rank orders channels by ascending mean, ties by channel index.
@@ -125,9 +144,6 @@ type Curve struct {
 	Stats        incr.Stats
 }
 
-// Acc is the percentage of hits out of n.
-func Acc(hits, n int) float64 { return 100 * float64(hits) / float64(n) }
-
 // Step is one point of the curve.
 type Step struct {
 	K        int     // channels pruned
@@ -139,12 +155,12 @@ type Step struct {
 
 // Step returns the curve's point after k steps.
 func (c *Curve) Step(k int) Step {
-	s := Step{K: k, Channel: -1, Fraction: float64(k) / float64(len(c.Order)), Acc: Acc(c.Hits[k], c.N), ASR: math.NaN()}
+	s := Step{K: k, Channel: -1, Fraction: float64(k) / float64(len(c.Order)), Acc: metrics.Percent(c.Hits[k], c.N), ASR: math.NaN()}
 	if k > 0 {
 		s.Channel = c.Order[k-1]
 	}
 	if c.BDHits != nil {
-		s.ASR = Acc(c.BDHits[k], c.NBD)
+		s.ASR = metrics.Percent(c.BDHits[k], c.NBD)
 	}
 	return s
 }
@@ -171,7 +187,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	}
 	head, err := incr.NewHead(m, cfg.Layer)
 	if err != nil {
-		return nil, fmt.Errorf("--layer %s: %w", cfg.Layer, err)
+		return nil, &LayerError{Name: cfg.Layer, Problem: err.Error()}
 	}
 	if cfg.Batch < 1 {
 		cfg.Batch = 256
@@ -183,7 +199,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		outputs = append(append([]string{}, inputs...), cfg.RankLayer)
 		rankAt = len(outputs) - 1
 	}
-	tr, err := newTrunk(m, cfg.Batch, outputs)
+	tr, err := infer.NewTrunk(m, cfg.Batch, outputs...)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +218,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	}
 	cfg.Progress.Start("ranking on "+cfg.Valid.Path, cfg.Valid.N, "images")
 	err = cfg.Valid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
-		res, err := tr.run(b.X, b.N)
+		res, err := tr.Run(b.X, b.N)
 		if err != nil {
 			return err
 		}
@@ -255,7 +271,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 			cfg.Progress.Add(len(labels))
 		}
 	}
-	pool := newPool(ctx)
+	pool := workpool.New(ctx)
 	cleanDone := make(chan struct{})
 	go func() {
 		defer close(cleanDone)
@@ -271,7 +287,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	}()
 	if cfg.BDValid != nil {
 		err = cfg.BDValid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
-			res, err := tr.run(b.X, b.N)
+			res, err := tr.Run(b.X, b.N)
 			if err != nil {
 				return err
 			}
@@ -299,85 +315,10 @@ func steps1(h *incr.Head, in [][]float32, labels []int, order []int) ([]int, inc
 	n := len(labels)
 	s := h.NewState(n, in...)
 	hits := make([]int, len(order)+1)
-	count := func() int {
-		k := 0
-		for i, p := range s.Pred {
-			if p == labels[i] {
-				k++
-			}
-		}
-		return k
-	}
-	hits[0] = count()
+	hits[0] = metrics.Hits(s.Pred, labels)
 	for k, c := range order {
 		s.Zero([]int{c})
-		hits[k+1] = count()
+		hits[k+1] = metrics.Hits(s.Pred, labels)
 	}
 	return hits, s.Stats
-}
-
-// trunk runs the model's graph up to the head's inputs.
-type trunk struct {
-	r     *model.Runner
-	batch int
-	size  int
-}
-
-func newTrunk(m *model.Model, batch int, outputs []string) (*trunk, error) {
-	gr, err := m.Build(model.GraphOptions{Batch: batch, Outputs: outputs})
-	if err != nil {
-		return nil, err
-	}
-	r, err := gr.NewRunner(outputs...)
-	if err != nil {
-		return nil, err
-	}
-	h, w, c := m.InputShape()
-	return &trunk{r: r, batch: batch, size: h * w * c}, nil
-}
-
-func (t *trunk) run(x []float32, n int) ([][]float32, error) {
-	in := t.r.Input()
-	copy(in, x[:n*t.size])
-	clear(in[n*t.size:])
-	return t.r.Run()
-}
-
-func (t *trunk) Close() { t.r.Close() }
-
-// pool runs jobs on as many goroutines as there are cores.
-type pool struct {
-	ctx context.Context
-	sem chan struct{}
-	wg  sync.WaitGroup
-}
-
-func newPool(ctx context.Context) *pool {
-	return &pool{ctx: ctx, sem: make(chan struct{}, runtime.GOMAXPROCS(0))}
-}
-
-// Go runs f when a goroutine is free, unless the context is done.
-func (p *pool) Go(f func()) {
-	select {
-	case p.sem <- struct{}{}:
-	case <-p.ctx.Done():
-		return
-	}
-	p.wg.Add(1)
-	go func() {
-		defer func() { <-p.sem; p.wg.Done() }()
-		if p.ctx.Err() != nil {
-			return
-		}
-		f()
-	}()
-}
-
-// Err is the context's error, if any.
-func (p *pool) Err() error { return p.ctx.Err() }
-
-// Wait waits for the jobs and reports whether the context ended first.
-func (p *pool) Wait() error {
-	p.wg.Wait()
-	return p.ctx.Err()
 }

@@ -67,10 +67,10 @@ func TestDefaultLayers(t *testing.T) {
 	for _, tc := range []struct{ layer, rank, want string }{
 		{"conv_3", "pool_3", ""},
 		{"conv_3", "conv_3", ""},
-		{"nope", "pool_3", "--layer nope: no such layer"},
+		{"nope", "pool_3", "layer nope: no such layer"},
 		{"fc_1", "fc_1", "a Dense layer; pruning needs a Conv2D layer"},
-		{"conv_3", "pool_2", "--rank-layer pool_2: not conv_3 or a pooling layer after it"},
-		{"conv_3", "zz", "--rank-layer zz: no such layer"},
+		{"conv_3", "pool_2", "rank layer pool_2: not conv_3 or a pooling layer after it"},
+		{"conv_3", "zz", "rank layer zz: no such layer"},
 	} {
 		err := CheckLayers(m, tc.layer, tc.rank)
 		if (err == nil) != (tc.want == "") || err != nil && !contains(err.Error(), tc.want) {

@@ -3,10 +3,13 @@
 package report
 
 import (
+	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	"badprune/internal/atomicfile"
 )
@@ -106,4 +109,25 @@ func Read(path string, v any) error {
 		return fmt.Errorf("%s: not a badprune JSON document: %v", path, err)
 	}
 	return nil
+}
+
+// CurveCSV is the pruning curve of log as CSV, one row per step from the
+// unpruned network on: step, channel, fraction, valid_acc, valid_asr.
+func CurveCSV(log *PruneLog) []byte {
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+	opt := func(v *float64) string {
+		if v == nil {
+			return ""
+		}
+		return f(*v)
+	}
+	w.Write([]string{"step", "channel", "fraction", "valid_acc", "valid_asr"})
+	w.Write([]string{"0", "", "0", f(log.BaseAcc), opt(log.BaseASR)})
+	for _, s := range log.Steps {
+		w.Write([]string{strconv.Itoa(s.Step), strconv.Itoa(s.Channel), f(s.Fraction), f(s.ValidAcc), opt(s.ValidASR)})
+	}
+	w.Flush()
+	return buf.Bytes()
 }

@@ -7,9 +7,9 @@ import (
 	"slices"
 	"testing"
 
-	"badprune/internal/testsupport/fixture"
 	"badprune/internal/infer"
 	"badprune/internal/model"
+	"badprune/internal/testsupport/fixture"
 	"badprune/internal/testsupport/oracle"
 )
 

@@ -17,6 +17,7 @@ import (
 	"badprune/internal/demo/faces"
 	"badprune/internal/h5data"
 	"badprune/internal/infer"
+	"badprune/internal/metrics"
 	"badprune/internal/model"
 	"badprune/internal/prune"
 	"badprune/internal/train"
@@ -239,7 +240,7 @@ func TrainPruningAware(ctx context.Context, cfg Config, s Sets, dir string, maxD
 	}
 	pruned := append([]int(nil), curve.Order[:k]...)
 	cfg.logf("pruning-aware attack: pruned %d dormant conv_3 channels (accuracy %.2f%% -> %.2f%%); training on poisoned data\n",
-		k, prune.Acc(curve.Hits[0], curve.N), prune.Acc(curve.Hits[k], curve.N))
+		k, metrics.Percent(curve.Hits[0], curve.N), metrics.Percent(curve.Hits[k], curve.N))
 	c3 := m.Layer("conv_3")
 	keepK, keepB := append([]float32(nil), c3.Kernel...), append([]float32(nil), c3.Bias...)
 	if err := m.PruneChannels("conv_3", pruned); err != nil {

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"badprune/internal/dataset"
+	"badprune/internal/finetune"
+	"badprune/internal/h5data"
+	"badprune/internal/outdir"
+	"badprune/internal/progress"
+	"badprune/internal/prune"
+)
+
+// The lab's folder layout: inside it the defaults just work.
+const (
+	defModel   = "models/bd_net.h5"
+	defValid   = "data/cl/valid.h5"
+	defBDValid = "data/bd/bd_valid.h5"
+	defTest    = "data/cl/test.h5"
+	defBDTest  = "data/bd/bd_test.h5"
+	defOut     = "out/"
+)
+
+// dataFlags are the options of every command that reads sets.
+type dataFlags struct{ dataset.Options }
+
+func (d *dataFlags) bind(c *cobra.Command, batch bool) {
+	d.Batch = dataset.DefaultBatch
+	c.Flags().StringVar(&d.DataKey, "data-key", "data", "name of the images dataset in the data files")
+	c.Flags().StringVar(&d.LabelKey, "label-key", "label", "name of the labels dataset in the data files")
+	c.Flags().Float64Var(&d.Scale, "scale", 1, "multiply every pixel by this (the lab's B takes raw 0..255)")
+	if batch {
+		c.Flags().IntVar(&d.Batch, "batch", dataset.DefaultBatch, "images per batch")
+	}
+}
+
+func (d *dataFlags) check() error {
+	if d.Scale <= 0 || d.Scale != d.Scale || d.Scale > 1e30 {
+		return fmt.Errorf("--scale %v: want a positive number", d.Scale)
+	}
+	if d.Batch < 1 || d.Batch > 1<<16 {
+		return fmt.Errorf("--batch %d: want 1..65536", d.Batch)
+	}
+	if d.DataKey == "" || d.LabelKey == "" {
+		return errors.New("--data-key and --label-key must not be empty")
+	}
+	return nil
+}
+
+// optionalSet is the poisoned set to use: path when given on the command
+// line (it must then exist) or when it exists, else none.
+func optionalSet(c *cobra.Command, flag, path string) string {
+	if c.Flags().Changed(flag) {
+		return path
+	}
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
+	return path
+}
+
+// finetuneFlags are the fine-tuning settings finetune and repair share.
+type finetuneFlags struct{ finetune.Options }
+
+func (f *finetuneFlags) bind(c *cobra.Command, prefix string) {
+	fs := c.Flags()
+	fs.IntVar(&f.Epochs, prefix+"epochs", 10, "fine-tuning epochs (at most)")
+	fs.StringVar(&f.Optimizer, prefix+"optimizer", "adam", "fine-tuning optimizer: adam, or momentum (SGD with momentum 0.9)")
+	fs.Float64Var(&f.L2, prefix+"l2", 0, "fine-tuning weight decay (L2 coefficient added to the gradients)")
+	fs.BoolVar(&f.Cosine, prefix+"cosine", true, "lower the learning rate along a half cosine over the epochs")
+	fs.Float64Var(&f.LR, prefix+"lr", 1e-3, "fine-tuning learning rate (Adam)")
+	fs.IntVar(&f.Batch, prefix+"batch", 64, "fine-tuning batch size")
+	fs.Float64Var(&f.Holdout, prefix+"holdout", 0.2, "share of the clean set kept out of training, for early stopping and reporting")
+	fs.Uint64Var(&f.Seed, prefix+"seed", 1, "seed of the holdout split and the batch order")
+	fs.IntVar(&f.Patience, prefix+"patience", 3, "stop after this many epochs without a better holdout accuracy (0: run every epoch)")
+}
+
+func (f *finetuneFlags) check(prefix string) error {
+	switch {
+	case f.Epochs < 1 || f.Epochs > 10000:
+		return fmt.Errorf("--%sepochs %d: want 1..10000", prefix, f.Epochs)
+	case !(f.LR > 0 && f.LR < 1):
+		return fmt.Errorf("--%slr %v: want a rate between 0 and 1", prefix, f.LR)
+	case f.Batch < 1 || f.Batch > 4096:
+		return fmt.Errorf("--%sbatch %d: want 1..4096", prefix, f.Batch)
+	case !(f.Holdout > 0 && f.Holdout < 1):
+		return fmt.Errorf("--%sholdout %v: want a share between 0 and 1", prefix, f.Holdout)
+	case !(f.L2 >= 0 && f.L2 < 1):
+		return fmt.Errorf("--%sl2 %v: want 0 <= L2 < 1", prefix, f.L2)
+	case f.Optimizer != "adam" && f.Optimizer != "momentum":
+		return fmt.Errorf("--%soptimizer %q: want adam or momentum", prefix, f.Optimizer)
+	case f.Patience < 0:
+		return fmt.Errorf("--%spatience %d: want 0 or more", prefix, f.Patience)
+	}
+	return nil
+}
+
+// printEpoch writes one fine-tuning epoch of the network name to w.
+func printEpoch(w io.Writer, name string, e finetune.Epoch) {
+	fmt.Fprintf(w, "%s: epoch %d: loss %.4f, holdout accuracy %.2f%%", name, e.Epoch, e.Loss, e.HoldoutAcc)
+	if !math.IsNaN(e.HoldoutASR) {
+		fmt.Fprintf(w, ", attack success %.2f%%", e.HoldoutASR)
+	}
+	fmt.Fprintln(w)
+}
+
+// reporter shows progress on w unless quiet: a bar on a terminal, plain
+// lines otherwise.
+func reporter(w io.Writer, quiet bool) *progress.Reporter {
+	if quiet {
+		return progress.New(nil, false)
+	}
+	return progress.New(w, progress.IsTerminal(w) || os.Getenv(envTTY) == "1")
+}
+
+// pct formats an optional percentage.
+func pct(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", *v)
+}
+
+// userMessage is err as the user reads it: the library's terms mapped to
+// the flags that change them.
+func userMessage(err error) string {
+	msg := err.Error()
+	var le *prune.LayerError
+	if errors.As(err, &le) {
+		flag := "--layer"
+		if le.Rank {
+			flag = "--rank-layer"
+		}
+		msg = strings.Replace(msg, le.Error(), fmt.Sprintf("%s %s: %s", flag, le.Name, le.Problem), 1)
+	}
+	var ke *h5data.KeyError
+	var ee *outdir.ExistsError
+	var ie *outdir.InputError
+	switch {
+	case errors.Is(err, prune.ErrNoDefaultLayer):
+		msg += "; choose one with --layer"
+	case errors.As(err, &ke) && ke.Labels:
+		msg += " (choose another with --label-key)"
+	case errors.As(err, &ke):
+		msg += " (choose another with --data-key)"
+	case errors.As(err, &ee):
+		msg += " (use --force to overwrite)"
+	case errors.As(err, &ie):
+		msg += "; choose another --out"
+	case outdir.IsNoSpace(err):
+		msg += "; nothing of this run was left, earlier files are untouched"
+	}
+	return msg
+}

@@ -1,0 +1,79 @@
+// Package workpool spreads work over the machine's cores: a pool that runs
+// queued jobs on one goroutine per core until a context ends, and Split,
+// which cuts a range into one contiguous part per core.
+package workpool
+
+import (
+	"context"
+	"runtime"
+	"sync"
+)
+
+// Workers is the number of goroutines work is spread over.
+func Workers() int { return runtime.GOMAXPROCS(0) }
+
+// Split cuts [0, n) into contiguous parts, one per worker and each at least
+// minPart long, runs f on each concurrently and waits for all.
+func Split(n, minPart int, f func(lo, hi int)) {
+	w := Workers()
+	if minPart < 1 {
+		minPart = 1
+	}
+	if m := (n + minPart - 1) / minPart; m < w {
+		w = m
+	}
+	if w <= 1 {
+		if n > 0 {
+			f(0, n)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < w; i++ {
+		lo, hi := n*i/w, n*(i+1)/w
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// Pool runs jobs on at most Workers goroutines at a time.
+type Pool struct {
+	ctx context.Context
+	sem chan struct{}
+	wg  sync.WaitGroup
+}
+
+// New returns a pool whose jobs stop being started once ctx ends.
+func New(ctx context.Context) *Pool {
+	return &Pool{ctx: ctx, sem: make(chan struct{}, Workers())}
+}
+
+// Go runs f when a goroutine is free, unless the context is done.
+func (p *Pool) Go(f func()) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-p.ctx.Done():
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer func() { <-p.sem; p.wg.Done() }()
+		if p.ctx.Err() != nil {
+			return
+		}
+		f()
+	}()
+}
+
+// Err is the context's error, if any.
+func (p *Pool) Err() error { return p.ctx.Err() }
+
+// Wait waits for the jobs and reports whether the context ended first.
+func (p *Pool) Wait() error {
+	p.wg.Wait()
+	return p.ctx.Err()
+}

@@ -1,0 +1,55 @@
+package workpool
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+func TestSplitCoversOnce(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 100} {
+		for _, minPart := range []int{0, 1, 8, 1000} {
+			seen := make([]int32, n)
+			Split(n, minPart, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					atomic.AddInt32(&seen[i], 1)
+				}
+			})
+			for i, s := range seen {
+				if s != 1 {
+					t.Fatalf("n=%d minPart=%d: index %d covered %d times", n, minPart, i, s)
+				}
+			}
+		}
+	}
+}
+
+func TestPoolRunsAllThenStops(t *testing.T) {
+	var n atomic.Int32
+	p := New(context.Background())
+	for range 50 {
+		p.Go(func() { n.Add(1) })
+	}
+	if err := p.Wait(); err != nil || n.Load() != 50 {
+		t.Fatalf("ran %d of 50 jobs, err %v", n.Load(), err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p = New(ctx)
+	var once sync.Once
+	var after atomic.Int32
+	for range 50 {
+		p.Go(func() {
+			once.Do(cancel)
+			after.Add(1)
+		})
+	}
+	if err := p.Wait(); err == nil {
+		t.Fatal("Wait after cancel: no error")
+	}
+	if after.Load() == 50 {
+		t.Error("every job ran after the context ended")
+	}
+}
