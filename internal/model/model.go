@@ -1,5 +1,6 @@
-// Package model reads Keras 2 HDF5 networks (full-model files with a
-// model_config, and weights-only files of the lab's DeepID), builds them as
+// Package model reads Keras networks (Keras 2 HDF5 full-model files with a
+// model_config, weights-only files of the lab's DeepID, Keras 3 .keras
+// archives and Keras-3-written HDF5, told apart by content), builds them as
 // gorgonia graphs in NHWC layout, and writes copies of a model file with
 // chosen weights replaced and every other byte kept.
 package model

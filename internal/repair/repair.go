@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, erro
 		return nil, err
 	}
 	// Every output is known before the work starts: fail now, not after it.
-	ext := ".h5"
+	ext := b.Ext()
 	names := []string{report.PruneLogJSON, report.PruneLogCSV}
 	for _, x := range cfg.Thresholds {
 		names = append(names, report.RepairedName(x, ext))
