@@ -8,27 +8,27 @@ import (
 
 // Conv applies a Keras Conv2D: x (N,H,W,C) NHWC, k (KH,KW,C,OC) HWIO, b (OC).
 func Conv(x, k, b *G.Node, spec ConvSpec) (*G.Node, error) {
-	return G.ApplyOp(convOp{ConvSpec: spec}, x, k, b)
+	return G.ApplyOp(newConvOp(spec), x, k, b)
 }
 
 // MaxPool applies a Keras MaxPooling2D with output size oh x ow.
 func MaxPool(x *G.Node, p kernels.Pool, oh, ow int) (*G.Node, error) {
-	return G.ApplyOp(poolOp{Pool: p, OH: oh, OW: ow}, x)
+	return G.ApplyOp(newPoolOp(p, oh, ow), x)
 }
 
 // Dense applies a Keras Dense layer: x (N,K), w (K,U), b (U); relu fuses
 // the activation (inference only).
 func Dense(x, w, b *G.Node, relu bool) (*G.Node, error) {
-	return G.ApplyOp(denseOp{ReLU: relu}, x, w, b)
+	return G.ApplyOp(newDenseOp(relu), x, w, b)
 }
 
 // ReLU is max(x, 0).
 func ReLU(x *G.Node) (*G.Node, error) {
-	return G.ApplyOp(reluOp{rank: x.Dims()}, x)
+	return G.ApplyOp(newReLUOp(x.Dims()), x)
 }
 
 // SoftmaxCrossEntropy is the mean cross-entropy of softmax(logits) against
 // targets, both (N,K); its gradient flows to the logits only.
 func SoftmaxCrossEntropy(logits, targets *G.Node) (*G.Node, error) {
-	return G.ApplyOp(xentOp{}, logits, targets)
+	return G.ApplyOp(newXentOp(), logits, targets)
 }

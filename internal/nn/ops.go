@@ -18,20 +18,19 @@ import (
 	"badprune/internal/kernels"
 )
 
-// fnType is the type a -> a -> ... -> a of tensors of the given ranks.
+// fnType is the type a -> a -> ... -> a of tensors of the given ranks, rank
+// 0 being a scalar. It is built afresh at each call: hm's unification
+// rewrites function types in place.
 func fnType(ranks ...int) hm.Type {
 	a := hm.TypeVariable('a')
 	ts := make([]hm.Type, len(ranks))
 	for i, r := range ranks {
-		ts[i] = G.TensorType{Dims: r, Of: a}
+		ts[i] = a
+		if r > 0 {
+			ts[i] = G.TensorType{Dims: r, Of: a}
+		}
 	}
 	return hm.NewFnType(ts...)
-}
-
-func hashOf(s fmt.Stringer) uint32 {
-	h := fnv.New32a()
-	fmt.Fprint(h, s.String())
-	return h.Sum32()
 }
 
 func f32(v G.Value, what string) ([]float32, tensor.Shape, error) {
@@ -44,6 +43,20 @@ func f32(v G.Value, what string) ([]float32, tensor.Shape, error) {
 		return nil, nil, fmt.Errorf("nn: %s is %v, want float32", what, t.Dtype())
 	}
 	return d, t.Shape(), nil
+}
+
+// inputs is f32 of v[i] named what[i] for each name, in order; the first
+// that is not a float32 tensor is the error.
+func inputs(v []G.Value, what ...string) ([][]float32, []tensor.Shape, error) {
+	ds, ss := make([][]float32, len(what)), make([]tensor.Shape, len(what))
+	for i, w := range what {
+		d, s, err := f32(v[i], w)
+		if err != nil {
+			return nil, nil, err
+		}
+		ds[i], ss[i] = d, s
+	}
+	return ds, ss, nil
 }
 
 // out returns prealloc when it is a float32 tensor of shape s, else a new one.
@@ -61,12 +74,59 @@ func zero(s []float32) {
 	}
 }
 
-// base holds the Op methods every op here shares.
-type base struct{}
+// sameShape is the InferShape of an op whose output has the shape of its
+// first input; what names the op in the error.
+func sameShape(what string, ds []G.DimSizer) (tensor.Shape, error) {
+	s, ok := ds[0].(tensor.Shape)
+	if !ok {
+		return nil, fmt.Errorf("%s: expected a shape", what)
+	}
+	return s.Clone(), nil
+}
 
-func (base) ReturnsPtr() bool     { return false }
-func (base) CallsExtern() bool    { return false }
-func (base) OverwritesInput() int { return -1 }
+// opOn is an op with the nodes to apply it to.
+type opOn struct {
+	op G.Op
+	in G.Nodes
+}
+
+// applyAll applies each op to its nodes in turn, for a SymDiff with one
+// gradient op per input, and stops at the first error.
+func applyAll(ops ...opOn) (G.Nodes, error) {
+	ns := make(G.Nodes, len(ops))
+	for i, o := range ops {
+		n, err := G.ApplyOp(o.op, o.in...)
+		if err != nil {
+			return nil, err
+		}
+		ns[i] = n
+	}
+	return ns, nil
+}
+
+// base holds the Op methods every op here shares. name is the op's String
+// and all that its hash covers, so it spells out every parameter the op
+// computes with: ops that differ must not share a name. ranks are those of
+// the inputs, then of the output (0 for a scalar). The ops' constructors
+// set both.
+type base struct {
+	name  string
+	ranks []int
+}
+
+func (b base) String() string        { return b.name }
+func (b base) Arity() int            { return len(b.ranks) - 1 }
+func (b base) Type() hm.Type         { return fnType(b.ranks...) }
+func (b base) WriteHash(h hash.Hash) { fmt.Fprint(h, b.name) }
+func (b base) ReturnsPtr() bool      { return false }
+func (b base) CallsExtern() bool     { return false }
+func (b base) OverwritesInput() int  { return -1 }
+
+func (b base) Hashcode() uint32 {
+	h := fnv.New32a()
+	b.WriteHash(h)
+	return h.Sum32()
+}
 
 // ConvSpec is a Keras Conv2D's geometry and what is fused into it.
 type ConvSpec struct {
@@ -82,13 +142,10 @@ type convOp struct {
 	ConvSpec
 }
 
-func (op convOp) String() string {
-	return fmt.Sprintf("Conv%+v", op.ConvSpec)
+func newConvOp(spec ConvSpec) convOp {
+	return convOp{base{fmt.Sprintf("Conv%+v", spec), []int{4, 4, 1, 4}}, spec}
 }
-func (op convOp) Arity() int                       { return 3 }
-func (op convOp) Type() hm.Type                    { return fnType(4, 4, 1, 4) }
-func (op convOp) WriteHash(h hash.Hash)            { fmt.Fprint(h, op.String()) }
-func (op convOp) Hashcode() uint32                 { return hashOf(op) }
+
 func (op convOp) DiffWRT(int) []bool               { return []bool{true, true, true} }
 func (op convOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 
@@ -119,36 +176,29 @@ func (op convOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return op.outShape(x, k)
 }
 
-// pad returns x with the op's zero padding (x itself when there is none).
-func (op convOp) pad(x []float32, s tensor.Shape) ([]float32, int, int) {
+// pad returns x with the spec's zero padding (x itself when there is none).
+func (sp ConvSpec) pad(x []float32, s tensor.Shape) ([]float32, int, int) {
 	n, h, w, c := s[0], s[1], s[2], s[3]
-	if op.PadT+op.PadB+op.PadL+op.PadR == 0 {
+	if sp.PadT+sp.PadB+sp.PadL+sp.PadR == 0 {
 		return x, h, w
 	}
-	ph, pw := h+op.PadT+op.PadB, w+op.PadL+op.PadR
+	ph, pw := h+sp.PadT+sp.PadB, w+sp.PadL+sp.PadR
 	p := make([]float32, n*ph*pw*c)
 	for i := 0; i < n; i++ {
 		for y := 0; y < h; y++ {
 			src := x[((i*h+y)*w)*c : ((i*h+y)*w+w)*c]
-			copy(p[((i*ph+y+op.PadT)*pw+op.PadL)*c:], src)
+			copy(p[((i*ph+y+sp.PadT)*pw+sp.PadL)*c:], src)
 		}
 	}
 	return p, ph, pw
 }
 
 func (op convOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
-	x, xs, err := f32(v[0], "conv input")
+	in, s, err := inputs(v, "conv input", "conv kernel", "conv bias")
 	if err != nil {
 		return nil, err
 	}
-	k, ks, err := f32(v[1], "conv kernel")
-	if err != nil {
-		return nil, err
-	}
-	b, _, err := f32(v[2], "conv bias")
-	if err != nil {
-		return nil, err
-	}
+	x, k, b, xs, ks := in[0], in[1], in[2], s[0], s[1]
 	os, err := op.outShape(xs, ks)
 	if err != nil {
 		return nil, err
@@ -168,53 +218,51 @@ func (op convOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if op.ReLU || op.Pool {
 		return nil, fmt.Errorf("nn: no gradient for a fused convolution; build the graph for training")
 	}
-	dx, err := G.ApplyOp(convGradInputOp{spec: op.ConvSpec, xShape: in[0].Shape()}, grad, in[1])
-	if err != nil {
-		return nil, err
-	}
-	dk, err := G.ApplyOp(convGradKernelOp{spec: op.ConvSpec, kShape: in[1].Shape()}, in[0], grad)
-	if err != nil {
-		return nil, err
-	}
-	db, err := G.ApplyOp(biasGradOp{rank: 4}, grad)
-	if err != nil {
-		return nil, err
-	}
-	return G.Nodes{dx, dk, db}, nil
+	return applyAll(
+		opOn{newConvGradOp(op.ConvSpec, true, in[0].Shape()), G.Nodes{grad, in[1]}},
+		opOn{newConvGradOp(op.ConvSpec, false, in[1].Shape()), G.Nodes{in[0], grad}},
+		opOn{newBiasGradOp(4), G.Nodes{grad}},
+	)
 }
 
-// convGradInputOp: (dy, k) -> dx.
-type convGradInputOp struct {
+// convGradOp: (dy, k) -> dx when input, else (x, dy) -> dk; shape is that
+// of dx or dk.
+type convGradOp struct {
 	base
-	spec   ConvSpec
-	xShape tensor.Shape
+	spec  ConvSpec
+	input bool
+	shape tensor.Shape
 }
 
-func (op convGradInputOp) String() string {
-	return fmt.Sprintf("ConvGradInput%+v%v", op.spec, op.xShape)
+func newConvGradOp(spec ConvSpec, input bool, shape tensor.Shape) convGradOp {
+	name := "ConvGradKernel"
+	if input {
+		name = "ConvGradInput"
+	}
+	return convGradOp{base{fmt.Sprintf("%s%+v%v", name, spec, shape), []int{4, 4, 4}}, spec, input, shape}
 }
-func (op convGradInputOp) Arity() int            { return 2 }
-func (op convGradInputOp) Type() hm.Type         { return fnType(4, 4, 4) }
-func (op convGradInputOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op convGradInputOp) Hashcode() uint32      { return hashOf(op) }
-func (op convGradInputOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
-	return op.xShape.Clone(), nil
+
+func (op convGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
+	return op.shape.Clone(), nil
 }
-func (op convGradInputOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
-func (op convGradInputOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
-	dy, _, err := f32(v[0], "output gradient")
+func (op convGradOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
+func (op convGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
+	if op.input {
+		return op.gradInput(prealloc, v)
+	}
+	return op.gradKernel(prealloc, v)
+}
+
+func (op convGradOp) gradInput(prealloc G.Value, v []G.Value) (G.Value, error) {
+	in, s, err := inputs(v, "output gradient", "conv kernel")
 	if err != nil {
 		return nil, err
 	}
-	k, ks, err := f32(v[1], "conv kernel")
-	if err != nil {
-		return nil, err
-	}
-	s := op.spec
-	n, h, w, c := op.xShape[0], op.xShape[1], op.xShape[2], op.xShape[3]
-	ph, pw := h+s.PadT+s.PadB, w+s.PadL+s.PadR
-	t, dx := out(prealloc, op.xShape)
-	cv := kernels.NewConv(k, make([]float32, ks[3]), ks[0], ks[1], ks[2], ks[3], s.SH, s.SW)
+	dy, k, ks, sp := in[0], in[1], s[1], op.spec
+	n, h, w, c := op.shape[0], op.shape[1], op.shape[2], op.shape[3]
+	ph, pw := h+sp.PadT+sp.PadB, w+sp.PadL+sp.PadR
+	t, dx := out(prealloc, op.shape)
+	cv := kernels.NewConv(k, make([]float32, ks[3]), ks[0], ks[1], ks[2], ks[3], sp.SH, sp.SW)
 	if ph == h && pw == w {
 		zero(dx)
 		cv.GradInput(dy, k, n, h, w, dx)
@@ -224,60 +272,34 @@ func (op convGradInputOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value
 	cv.GradInput(dy, k, n, ph, pw, pdx)
 	for i := 0; i < n; i++ {
 		for y := 0; y < h; y++ {
-			copy(dx[((i*h+y)*w)*c:((i*h+y)*w+w)*c], pdx[((i*ph+y+s.PadT)*pw+s.PadL)*c:])
+			copy(dx[((i*h+y)*w)*c:((i*h+y)*w+w)*c], pdx[((i*ph+y+sp.PadT)*pw+sp.PadL)*c:])
 		}
 	}
 	return t, nil
 }
 
-// convGradKernelOp: (x, dy) -> dk.
-type convGradKernelOp struct {
-	base
-	spec   ConvSpec
-	kShape tensor.Shape
-}
-
-func (op convGradKernelOp) String() string {
-	return fmt.Sprintf("ConvGradKernel%+v%v", op.spec, op.kShape)
-}
-func (op convGradKernelOp) Arity() int            { return 2 }
-func (op convGradKernelOp) Type() hm.Type         { return fnType(4, 4, 4) }
-func (op convGradKernelOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op convGradKernelOp) Hashcode() uint32      { return hashOf(op) }
-func (op convGradKernelOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
-	return op.kShape.Clone(), nil
-}
-func (op convGradKernelOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
-func (op convGradKernelOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
-	x, xs, err := f32(v[0], "conv input")
+func (op convGradOp) gradKernel(prealloc G.Value, v []G.Value) (G.Value, error) {
+	in, s, err := inputs(v, "conv input", "output gradient")
 	if err != nil {
 		return nil, err
 	}
-	dy, _, err := f32(v[1], "output gradient")
-	if err != nil {
-		return nil, err
-	}
-	ks := op.kShape
+	x, dy, xs, ks := in[0], in[1], s[0], op.shape
 	t, dk := out(prealloc, ks)
 	zero(dk)
 	db := make([]float32, ks[3])
 	cv := kernels.NewConv(make([]float32, ks.TotalSize()), db, ks[0], ks[1], ks[2], ks[3], op.spec.SH, op.spec.SW)
-	px, h, w := convOp{ConvSpec: op.spec}.pad(x, xs)
+	px, h, w := op.spec.pad(x, xs)
 	cv.GradKernel(px, dy, xs[0], h, w, dk, db)
 	return t, nil
 }
 
 // biasGradOp sums the gradient over every axis but the last.
-type biasGradOp struct {
-	base
-	rank int
+type biasGradOp struct{ base }
+
+func newBiasGradOp(rank int) biasGradOp {
+	return biasGradOp{base{fmt.Sprintf("BiasGrad%d", rank), []int{rank, 1}}}
 }
 
-func (op biasGradOp) String() string        { return fmt.Sprintf("BiasGrad%d", op.rank) }
-func (op biasGradOp) Arity() int            { return 1 }
-func (op biasGradOp) Type() hm.Type         { return fnType(op.rank, 1) }
-func (op biasGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op biasGradOp) Hashcode() uint32      { return hashOf(op) }
 func (op biasGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	s, ok := ds[0].(tensor.Shape)
 	if !ok || len(s) == 0 {

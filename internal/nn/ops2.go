@@ -2,10 +2,8 @@ package nn
 
 import (
 	"fmt"
-	"hash"
 	"math"
 
-	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
@@ -19,12 +17,11 @@ type poolOp struct {
 	OH, OW int
 }
 
-func (op poolOp) String() string        { return fmt.Sprintf("MaxPool%+v", op.Pool) }
-func (op poolOp) Arity() int            { return 1 }
-func (op poolOp) Type() hm.Type         { return fnType(4, 4) }
-func (op poolOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op poolOp) Hashcode() uint32      { return hashOf(op) }
-func (op poolOp) DiffWRT(int) []bool    { return []bool{true} }
+func newPoolOp(p kernels.Pool, oh, ow int) poolOp {
+	return poolOp{base{fmt.Sprintf("MaxPool%+v", p), []int{4, 4}}, p, oh, ow}
+}
+
+func (op poolOp) DiffWRT(int) []bool { return []bool{true} }
 func (op poolOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	s, ok := ds[0].(tensor.Shape)
 	if !ok || len(s) != 4 {
@@ -43,41 +40,33 @@ func (op poolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	return t, nil
 }
 func (op poolOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dx, err := G.ApplyOp(poolGradOp{op}, in[0], grad)
+	dx, err := G.ApplyOp(newPoolGradOp(op), in[0], grad)
 	return G.Nodes{dx}, err
 }
 
 // poolGradOp: (x, dy) -> dx.
-type poolGradOp struct{ p poolOp }
+type poolGradOp struct {
+	base
+	p poolOp
+}
 
-func (op poolGradOp) String() string        { return "Grad" + op.p.String() }
-func (op poolGradOp) Arity() int            { return 2 }
-func (op poolGradOp) Type() hm.Type         { return fnType(4, 4, 4) }
-func (op poolGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op poolGradOp) Hashcode() uint32      { return hashOf(op) }
-func (op poolGradOp) ReturnsPtr() bool      { return false }
-func (op poolGradOp) CallsExtern() bool     { return false }
-func (op poolGradOp) OverwritesInput() int  { return -1 }
+func newPoolGradOp(p poolOp) poolGradOp {
+	return poolGradOp{base{"Grad" + p.name, []int{4, 4, 4}}, p}
+}
+
 func (op poolGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	s, ok := ds[0].(tensor.Shape)
-	if !ok {
-		return nil, fmt.Errorf("maxpool grad: expected a shape")
-	}
-	return s.Clone(), nil
+	return sameShape("maxpool grad", ds)
 }
 func (op poolGradOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 func (op poolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
-	x, s, err := f32(v[0], "pool input")
+	in, s, err := inputs(v, "pool input", "output gradient")
 	if err != nil {
 		return nil, err
 	}
-	dy, _, err := f32(v[1], "output gradient")
-	if err != nil {
-		return nil, err
-	}
-	t, dx := out(prealloc, s)
+	xs := s[0]
+	t, dx := out(prealloc, xs)
 	zero(dx)
-	op.p.MaxPoolGrad(x, dy, s[0], s[1], s[2], s[3], op.p.OH, op.p.OW, dx)
+	op.p.MaxPoolGrad(in[0], in[1], xs[0], xs[1], xs[2], xs[3], op.p.OH, op.p.OW, dx)
 	return t, nil
 }
 
@@ -87,12 +76,11 @@ type denseOp struct {
 	ReLU bool
 }
 
-func (op denseOp) String() string        { return fmt.Sprintf("Dense{relu:%v}", op.ReLU) }
-func (op denseOp) Arity() int            { return 3 }
-func (op denseOp) Type() hm.Type         { return fnType(2, 2, 1, 2) }
-func (op denseOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op denseOp) Hashcode() uint32      { return hashOf(op) }
-func (op denseOp) DiffWRT(int) []bool    { return []bool{true, true, true} }
+func newDenseOp(relu bool) denseOp {
+	return denseOp{base{fmt.Sprintf("Dense{relu:%v}", relu), []int{2, 2, 1, 2}}, relu}
+}
+
+func (op denseOp) DiffWRT(int) []bool { return []bool{true, true, true} }
 func (op denseOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	x, ok1 := ds[0].(tensor.Shape)
 	w, ok2 := ds[1].(tensor.Shape)
@@ -103,39 +91,24 @@ func (op denseOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 func (op denseOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 func (op denseOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
-	x, xs, err := f32(v[0], "dense input")
+	in, s, err := inputs(v, "dense input", "dense kernel", "dense bias")
 	if err != nil {
 		return nil, err
 	}
-	w, ws, err := f32(v[1], "dense kernel")
-	if err != nil {
-		return nil, err
-	}
-	b, _, err := f32(v[2], "dense bias")
-	if err != nil {
-		return nil, err
-	}
+	xs, ws := s[0], s[1]
 	t, o := out(prealloc, tensor.Shape{xs[0], ws[1]})
-	kernels.NewDense(w, b, ws[0], ws[1]).Forward(x, xs[0], 1, 1, op.ReLU, o)
+	kernels.NewDense(in[1], in[2], ws[0], ws[1]).Forward(in[0], xs[0], 1, 1, op.ReLU, o)
 	return t, nil
 }
 func (op denseOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if op.ReLU {
 		return nil, fmt.Errorf("nn: no gradient for a fused dense layer; build the graph for training")
 	}
-	dx, err := G.ApplyOp(denseGradOp{input: true, shape: in[0].Shape()}, in[0], in[1], grad)
-	if err != nil {
-		return nil, err
-	}
-	dw, err := G.ApplyOp(denseGradOp{shape: in[1].Shape()}, in[0], in[1], grad)
-	if err != nil {
-		return nil, err
-	}
-	db, err := G.ApplyOp(biasGradOp{rank: 2}, grad)
-	if err != nil {
-		return nil, err
-	}
-	return G.Nodes{dx, dw, db}, nil
+	return applyAll(
+		opOn{newDenseGradOp(true, in[0].Shape()), G.Nodes{in[0], in[1], grad}},
+		opOn{newDenseGradOp(false, in[1].Shape()), G.Nodes{in[0], in[1], grad}},
+		opOn{newBiasGradOp(2), G.Nodes{grad}},
+	)
 }
 
 // denseGradOp: (x, W, dy) -> dx when input, else dW.
@@ -145,30 +118,21 @@ type denseGradOp struct {
 	shape tensor.Shape
 }
 
-func (op denseGradOp) String() string {
-	return fmt.Sprintf("DenseGrad{input:%v}%v", op.input, op.shape)
+func newDenseGradOp(input bool, shape tensor.Shape) denseGradOp {
+	name := fmt.Sprintf("DenseGrad{input:%v}%v", input, shape)
+	return denseGradOp{base{name, []int{2, 2, 2, 2}}, input, shape}
 }
-func (op denseGradOp) Arity() int            { return 3 }
-func (op denseGradOp) Type() hm.Type         { return fnType(2, 2, 2, 2) }
-func (op denseGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op denseGradOp) Hashcode() uint32      { return hashOf(op) }
+
 func (op denseGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return op.shape.Clone(), nil
 }
 func (op denseGradOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 func (op denseGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
-	x, xs, err := f32(v[0], "dense input")
+	in, s, err := inputs(v, "dense input", "dense kernel", "output gradient")
 	if err != nil {
 		return nil, err
 	}
-	w, ws, err := f32(v[1], "dense kernel")
-	if err != nil {
-		return nil, err
-	}
-	dy, _, err := f32(v[2], "output gradient")
-	if err != nil {
-		return nil, err
-	}
+	x, w, dy, xs, ws := in[0], in[1], in[2], s[0], s[1]
 	t, o := out(prealloc, op.shape)
 	zero(o)
 	cv := kernels.NewDense(w, make([]float32, ws[1]), ws[0], ws[1])
@@ -181,23 +145,15 @@ func (op denseGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, er
 }
 
 // reluOp is max(x, 0), elementwise.
-type reluOp struct {
-	base
-	rank int
+type reluOp struct{ base }
+
+func newReLUOp(rank int) reluOp {
+	return reluOp{base{fmt.Sprintf("ReLU%d", rank), []int{rank, rank}}}
 }
 
-func (op reluOp) String() string        { return fmt.Sprintf("ReLU%d", op.rank) }
-func (op reluOp) Arity() int            { return 1 }
-func (op reluOp) Type() hm.Type         { return fnType(op.rank, op.rank) }
-func (op reluOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op reluOp) Hashcode() uint32      { return hashOf(op) }
-func (op reluOp) DiffWRT(int) []bool    { return []bool{true} }
+func (op reluOp) DiffWRT(int) []bool { return []bool{true} }
 func (op reluOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	s, ok := ds[0].(tensor.Shape)
-	if !ok {
-		return nil, fmt.Errorf("relu: expected a shape")
-	}
-	return s.Clone(), nil
+	return sameShape("relu", ds)
 }
 func (op reluOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 func (op reluOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
@@ -212,35 +168,30 @@ func (op reluOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	return t, nil
 }
 func (op reluOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dx, err := G.ApplyOp(reluGradOp{op}, output, grad)
+	dx, err := G.ApplyOp(newReLUGradOp(op), output, grad)
 	return G.Nodes{dx}, err
 }
 
 // reluGradOp: (y, dy) -> dy where y > 0, else 0.
-type reluGradOp struct{ r reluOp }
+type reluGradOp struct{ base }
 
-func (op reluGradOp) String() string        { return "Grad" + op.r.String() }
-func (op reluGradOp) Arity() int            { return 2 }
-func (op reluGradOp) Type() hm.Type         { return fnType(op.r.rank, op.r.rank, op.r.rank) }
-func (op reluGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op reluGradOp) Hashcode() uint32      { return hashOf(op) }
-func (op reluGradOp) ReturnsPtr() bool      { return false }
-func (op reluGradOp) CallsExtern() bool     { return false }
-func (op reluGradOp) OverwritesInput() int  { return -1 }
+func newReLUGradOp(r reluOp) reluGradOp {
+	rank := r.ranks[0]
+	return reluGradOp{base{"Grad" + r.name, []int{rank, rank, rank}}}
+}
+
+// InferShape is the ReLU's own, error included.
 func (op reluGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	return op.r.InferShape(ds...)
+	return sameShape("relu", ds)
 }
 func (op reluGradOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 func (op reluGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
-	y, s, err := f32(v[0], "relu output")
+	in, s, err := inputs(v, "relu output", "output gradient")
 	if err != nil {
 		return nil, err
 	}
-	dy, _, err := f32(v[1], "output gradient")
-	if err != nil {
-		return nil, err
-	}
-	t, o := out(prealloc, s)
+	y, dy := in[0], in[1]
+	t, o := out(prealloc, s[0])
 	for i, a := range y {
 		if a > 0 {
 			o[i] = dy[i]
@@ -255,15 +206,9 @@ func (op reluGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 // (or soft) targets (N,K), computed stably from the logits.
 type xentOp struct{ base }
 
-func (op xentOp) String() string { return "SoftmaxXent" }
-func (op xentOp) Arity() int     { return 2 }
-func (op xentOp) Type() hm.Type {
-	a := hm.TypeVariable('a')
-	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 2, Of: a}, a)
-}
-func (op xentOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op xentOp) Hashcode() uint32      { return hashOf(op) }
-func (op xentOp) DiffWRT(int) []bool    { return []bool{true, false} }
+func newXentOp() xentOp { return xentOp{base{"SoftmaxXent", []int{2, 2, 0}}} }
+
+func (op xentOp) DiffWRT(int) []bool { return []bool{true, false} }
 func (op xentOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 	return tensor.ScalarShape(), nil
 }
@@ -296,54 +241,37 @@ func softmaxRows(z, y []float32, k int, p []float64) float64 {
 }
 
 func (op xentOp) Do(v ...G.Value) (G.Value, error) {
-	z, s, err := f32(v[0], "logits")
+	in, s, err := inputs(v, "logits", "targets")
 	if err != nil {
 		return nil, err
 	}
-	y, ys, err := f32(v[1], "targets")
-	if err != nil {
-		return nil, err
+	z, y, zs, ys := in[0], in[1], s[0], s[1]
+	if !zs.Eq(ys) || len(zs) != 2 || zs[0] == 0 {
+		return nil, fmt.Errorf("xent: logits %v and targets %v differ", zs, ys)
 	}
-	if !s.Eq(ys) || len(s) != 2 || s[0] == 0 {
-		return nil, fmt.Errorf("xent: logits %v and targets %v differ", s, ys)
-	}
-	loss := softmaxRows(z, y, s[1], make([]float64, len(z))) / float64(s[0])
+	loss := softmaxRows(z, y, zs[1], make([]float64, len(z))) / float64(zs[0])
 	return tensor.New(tensor.FromScalar(float32(loss))), nil
 }
 func (op xentOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dz, err := G.ApplyOp(xentGradOp{}, in[0], in[1], grad)
+	dz, err := G.ApplyOp(newXentGradOp(), in[0], in[1], grad)
 	return G.Nodes{dz, nil}, err
 }
 
 // xentGradOp: (logits, targets, dloss) -> (softmax - targets) * dloss / N.
 type xentGradOp struct{ base }
 
-func (op xentGradOp) String() string { return "GradSoftmaxXent" }
-func (op xentGradOp) Arity() int     { return 3 }
-func (op xentGradOp) Type() hm.Type {
-	a := hm.TypeVariable('a')
-	t := G.TensorType{Dims: 2, Of: a}
-	return hm.NewFnType(t, t, a, t)
-}
-func (op xentGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op xentGradOp) Hashcode() uint32      { return hashOf(op) }
+func newXentGradOp() xentGradOp { return xentGradOp{base{"GradSoftmaxXent", []int{2, 2, 0, 2}}} }
+
 func (op xentGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	s, ok := ds[0].(tensor.Shape)
-	if !ok {
-		return nil, fmt.Errorf("xent grad: expected a shape")
-	}
-	return s.Clone(), nil
+	return sameShape("xent grad", ds)
 }
 func (op xentGradOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 func (op xentGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
-	z, s, err := f32(v[0], "logits")
+	in, ss, err := inputs(v, "logits", "targets")
 	if err != nil {
 		return nil, err
 	}
-	y, _, err := f32(v[1], "targets")
-	if err != nil {
-		return nil, err
-	}
+	z, y, s := in[0], in[1], ss[0]
 	var g float32
 	switch d := v[2].(type) {
 	case *G.F32:
