@@ -23,13 +23,11 @@ type evalOptions struct {
 	BDTest   string
 	Repaired []string
 	Goodnet  bool
-	Out      string
 	JSON     bool
-	Force    bool
-	Quiet    bool
-	MaxASR   float64
-	MinAcc   float64
-	data     dataFlags
+	writeFlags
+	MaxASR float64
+	MinAcc float64
+	data   dataFlags
 
 	outSet         bool // --out given: write eval.json even with --json
 	maxASR, minAcc bool // the gates given
@@ -66,10 +64,8 @@ eval.json in --out (for plot); with --json they go to stdout only, unless
 	f.StringVar(&o.BDTest, "bd-test", defBDTest, "poisoned test set (used when it exists, unless given)")
 	f.BoolVar(&o.Goodnet, "goodnet", false, "also evaluate each repaired B' and the GoodNet G(B, B')")
 	f.StringSliceVar(&o.Repaired, "repaired", []string{defOut}, "repaired networks: files, globs, or a repair output folder (all its repaired_*)")
-	f.StringVar(&o.Out, "out", defOut, "folder for eval.json (with --goodnet)")
+	o.writeFlags.bind(c, defOut, "folder for eval.json (with --goodnet)", "overwrite an existing eval.json")
 	f.BoolVar(&o.JSON, "json", false, "print one JSON document to stdout instead of a table (and write no file unless --out is given)")
-	f.BoolVar(&o.Force, "force", false, "overwrite an existing eval.json")
-	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress on stderr")
 	f.Float64Var(&o.MaxASR, "max-asr", 0, "CI gate: fail (exit 3) when a G row's (B's without --goodnet) attack success is above this percentage")
 	f.Float64Var(&o.MinAcc, "min-acc", 0, "CI gate: fail (exit 3) when a G row's (B's without --goodnet) clean accuracy is below this percentage")
 	o.data.bind(c, true)

@@ -17,11 +17,9 @@ type finetuneOptions struct {
 	Model   string
 	Valid   string
 	BDValid string
-	Out     string
-	Force   bool
-	Quiet   bool
-	data    dataFlags
-	ft      finetuneFlags
+	writeFlags
+	data dataFlags
+	ft   finetuneFlags
 }
 
 func newFinetuneCmd(ios ioStreams) *cobra.Command {
@@ -44,9 +42,7 @@ input file in which only weight datasets change.`,
 	f.StringVar(&o.Model, "model", "", "the pruned network B' (Keras HDF5), e.g. out/repaired_4.h5")
 	f.StringVar(&o.Valid, "valid", defValid, "clean data to fine-tune on")
 	f.StringVar(&o.BDValid, "bd-valid", defBDValid, "poisoned set for the attack success per epoch (used when it exists, unless given)")
-	f.StringVar(&o.Out, "out", "", "the fine-tuned network to write")
-	f.BoolVar(&o.Force, "force", false, "overwrite an existing --out")
-	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress on stderr")
+	o.writeFlags.bind(c, "", "the fine-tuned network to write", "overwrite an existing --out")
 	o.data.bind(c, false)
 	o.ft.bind(c, "")
 	return c

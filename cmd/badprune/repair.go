@@ -22,12 +22,10 @@ type repairOptions struct {
 	Thresholds []float64
 	Layer      string
 	RankLayer  string
-	Out        string
-	Force      bool
-	Quiet      bool
 	Finetune   bool
-	data       dataFlags
-	ft         finetuneFlags
+	writeFlags
+	data dataFlags
+	ft   finetuneFlags
 }
 
 func newRepairCmd(ios ioStreams) *cobra.Command {
@@ -61,9 +59,7 @@ or is interrupted leaves none of them.`,
 	f.Float64SliceVar(&o.Thresholds, "threshold", []float64{2, 4, 10, 30}, "accuracy drops X (points, 0 < X <= 100) at which to save B'_X; a list or repeated")
 	f.StringVar(&o.Layer, "layer", "", "the Conv2D layer to prune (default: the one feeding the first Dense layer)")
 	f.StringVar(&o.RankLayer, "rank-layer", "", "the layer whose mean activation ranks the channels (default: the pooling layer after --layer)")
-	f.StringVar(&o.Out, "out", defOut, "output folder")
-	f.BoolVar(&o.Force, "force", false, "overwrite existing outputs")
-	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress on stderr")
+	o.writeFlags.bind(c, defOut, "output folder", "overwrite existing outputs")
 	f.BoolVar(&o.Finetune, "finetune", false, "fine-tune each saved B' on the clean validation set (writes finetuned_<X>.h5; settings --ft-*)")
 	o.data.bind(c, true)
 	o.ft.bind(c, "ft-")

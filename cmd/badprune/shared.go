@@ -28,6 +28,19 @@ const (
 	defOut     = "out/"
 )
 
+// writeFlags are the options of the commands that write outputs and
+// report progress.
+type writeFlags struct {
+	Out          string
+	Force, Quiet bool
+}
+
+func (w *writeFlags) bind(c *cobra.Command, out, outHelp, forceHelp string) {
+	c.Flags().StringVar(&w.Out, "out", out, outHelp)
+	c.Flags().BoolVar(&w.Force, "force", false, forceHelp)
+	c.Flags().BoolVarP(&w.Quiet, "quiet", "q", false, "no progress on stderr")
+}
+
 // dataFlags are the options of every command that reads sets.
 type dataFlags struct{ dataset.Options }
 

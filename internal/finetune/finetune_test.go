@@ -1,12 +1,12 @@
 package finetune
 
 import (
+	"badprune/internal/dataset"
 	"context"
 	"math"
 	"slices"
 	"testing"
 
-	"badprune/internal/h5data"
 	"badprune/internal/model"
 	"badprune/internal/train"
 )
@@ -39,16 +39,11 @@ func tinyData(t *testing.T) (*model.Model, train.Data) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := h5data.Open("../../testdata/tiny/clean_u8_nchw.h5", h5data.Options{H: 55, W: 47, C: 3, Classes: m.Classes})
+	d, err := dataset.Options{DataKey: "data", LabelKey: "label", Scale: 1}.Load(context.Background(), "../../testdata/tiny/clean_u8_nchw.h5", m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	x, err := s.ReadAll(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, train.Data{X: x, Labels: s.Labels}
+	return m, d
 }
 
 // TestKeepsBestEpoch: a learning rate that wrecks the network makes every

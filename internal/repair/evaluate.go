@@ -6,7 +6,6 @@ import (
 
 	"badprune/internal/dataset"
 	"badprune/internal/goodnet"
-	"badprune/internal/h5data"
 	"badprune/internal/model"
 	"badprune/internal/outdir"
 	"badprune/internal/progress"
@@ -60,18 +59,11 @@ func Evaluate(ctx context.Context, cfg EvalConfig, rep *progress.Reporter) (*Eva
 		}
 		repaired = append(repaired, r)
 	}
-	test, err := cfg.Data.Open(cfg.Test, b)
+	test, bd, err := openSets(cfg.Data, b, cfg.Test, cfg.BDTest)
 	if err != nil {
 		return nil, err
 	}
-	defer test.Close()
-	var bd *h5data.Set
-	if cfg.BDTest != "" {
-		if bd, err = cfg.Data.Open(cfg.BDTest, b); err != nil {
-			return nil, err
-		}
-		defer bd.Close()
-	}
+	defer closeSets(test, bd)
 	rows, err := goodnet.Evaluate(ctx, b, repaired, test, bd, cfg.Data.Batch, rep)
 	if err != nil {
 		return nil, err

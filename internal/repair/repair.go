@@ -92,18 +92,11 @@ func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, erro
 		return nil, err
 	}
 	defer run.Abort()
-	valid, err := cfg.Data.Open(cfg.Valid, b)
+	valid, bd, err := openSets(cfg.Data, b, cfg.Valid, cfg.BDValid)
 	if err != nil {
 		return nil, err
 	}
-	defer valid.Close()
-	var bd *h5data.Set
-	if cfg.BDValid != "" {
-		if bd, err = cfg.Data.Open(cfg.BDValid, b); err != nil {
-			return nil, err
-		}
-		defer bd.Close()
-	}
+	defer closeSets(valid, bd)
 
 	curve, err := prune.Run(ctx, prune.Config{Model: b, Layer: layer, RankLayer: rank, Valid: valid, BDValid: bd, Batch: cfg.Data.Batch, Progress: rep})
 	if err != nil {
@@ -237,4 +230,27 @@ func rate(v float64) *float64 {
 		return nil
 	}
 	return &v
+}
+
+// openSets opens a clean set and, when bdPath is not "", a poisoned one,
+// both for b.
+func openSets(d dataset.Options, b *model.Model, cleanPath, bdPath string) (clean, bd *h5data.Set, err error) {
+	if clean, err = d.Open(cleanPath, b); err != nil {
+		return nil, nil, err
+	}
+	if bdPath != "" {
+		if bd, err = d.Open(bdPath, b); err != nil {
+			clean.Close()
+			return nil, nil, err
+		}
+	}
+	return clean, bd, nil
+}
+
+func closeSets(sets ...*h5data.Set) {
+	for _, s := range sets {
+		if s != nil {
+			s.Close()
+		}
+	}
 }

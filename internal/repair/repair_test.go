@@ -13,7 +13,6 @@ import (
 	"badprune/internal/dataset"
 	"badprune/internal/finetune"
 	"badprune/internal/goodnet"
-	"badprune/internal/h5data"
 	"badprune/internal/metrics"
 	"badprune/internal/model"
 	"badprune/internal/progress"
@@ -47,16 +46,15 @@ func runTiny(t *testing.T, out string, thresholds ...float64) report.PruneLog {
 // tinySet reads a tiny fixture set whole.
 func tinySet(t *testing.T, name string) ([]float32, []int) {
 	t.Helper()
-	s, err := h5data.Open(tiny+name, h5data.Options{H: 55, W: 47, C: 3})
+	m, err := model.Load(tiny + "model_full.h5")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	x, err := s.ReadAll(context.Background())
+	d, err := data.Load(context.Background(), tiny+name, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return x, s.Labels
+	return d.X, d.Labels
 }
 
 // oraclePreds labels every image of x with the plain-loop oracle, conv_3

@@ -1,13 +1,13 @@
 package labdemo
 
 import (
+	"badprune/internal/dataset"
 	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"badprune/internal/h5data"
 	"badprune/internal/model"
 	"badprune/internal/train"
 )
@@ -41,16 +41,11 @@ func TestSetsAreTheGenerators(t *testing.T) {
 
 func read(t *testing.T, path string, m *model.Model) train.Data {
 	t.Helper()
-	s, err := h5data.Open(path, h5data.Options{H: 55, W: 47, C: 3, Classes: m.Classes})
+	d, err := dataset.Options{DataKey: "data", LabelKey: "label", Scale: 1}.Load(context.Background(), path, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	x, err := s.ReadAll(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return train.Data{X: x, Labels: s.Labels}
+	return d
 }
 
 // TestDemoBadNets: the committed BadNets are what the README says: clean
