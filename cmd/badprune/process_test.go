@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"image/png"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"badprune/internal/model"
+	"badprune/internal/testsupport/fixture"
 )
 
 // binary is badprune built for the tests that run it as a process: the
@@ -119,6 +126,236 @@ func TestSignals(t *testing.T) {
 				names = append(names, e.Name())
 			}
 			t.Errorf("%v: output folder holds %v", sig, names)
+		}
+	}
+}
+
+const lab = "../../testdata/lab/"
+
+// startUntil starts the binary and returns once its stderr has shown mark
+// (the rest of stderr is collected in the returned buffer).
+func startUntil(t *testing.T, mark string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var seen bytes.Buffer
+	buf := make([]byte, 512)
+	deadline := time.Now().Add(60 * time.Second)
+	for !bytes.Contains(seen.Bytes(), []byte(mark)) && time.Now().Before(deadline) {
+		n, err := stderr.Read(buf)
+		seen.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	if !bytes.Contains(seen.Bytes(), []byte(mark)) {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("%v: never printed %q: %s", args, mark, seen.String())
+	}
+	go func() { // keep draining so the child never blocks
+		for {
+			n, err := stderr.Read(buf)
+			seen.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return cmd, &seen
+}
+
+// TestInterruptLeavesNothing: a signal at several points of a run (during
+// fine-tuning, after a B' was staged; in the middle of eval --goodnet; a
+// second Ctrl-C) exits 130/143 with the interrupted message and leaves no
+// output folder, nor anything in a folder that existed.
+func TestInterruptLeavesNothing(t *testing.T) {
+	repairFT := []string{"repair", "--model", lab + "models/bd_net.h5", "--valid", lab + "data/cl/valid.h5", "--threshold", "2,4,10",
+		"--finetune", "--ft-epochs", "50", "--ft-patience", "0"}
+	evalGN := []string{"eval", "--goodnet", "--model", lab + "models/bd_net.h5", "--test", lab + "data/cl/valid.h5",
+		"--repaired", lab + "models/pa_bd_net.h5", "--batch", "8"}
+	for _, c := range []struct {
+		name  string
+		args  []string
+		mark  string
+		sigs  []syscall.Signal
+		fresh bool // --out does not exist before the run
+	}{
+		{"fine-tuning, fresh folder", repairFT, "epoch 1:", []syscall.Signal{syscall.SIGINT}, true},
+		{"fine-tuning, second Ctrl-C", repairFT, "epoch 1:", []syscall.Signal{syscall.SIGINT, syscall.SIGINT}, false},
+		{"eval --goodnet", evalGN, "valid.h5", []syscall.Signal{syscall.SIGTERM}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out")
+			old := filepath.Join(out, "keep.txt")
+			if !c.fresh {
+				os.MkdirAll(out, 0o755)
+				os.WriteFile(old, []byte("mine"), 0o644)
+			}
+			cmd, stderr := startUntil(t, c.mark, append(c.args, "--out", out)...)
+			for _, s := range c.sigs {
+				cmd.Process.Signal(s)
+			}
+			cmd.Wait()
+			if code := cmd.ProcessState.ExitCode(); code != 128+int(c.sigs[0]) {
+				t.Errorf("exit %d, want %d", code, 128+int(c.sigs[0]))
+			}
+			if !strings.Contains(stderr.String(), "left no output") {
+				t.Errorf("no interrupted message: %q", stderr.String())
+			}
+			entries, err := os.ReadDir(out)
+			switch {
+			case c.fresh && err == nil:
+				t.Errorf("left the output folder it created, holding %d entries", len(entries))
+			case !c.fresh && (len(entries) != 1 || entries[0].Name() != "keep.txt"):
+				t.Errorf("output folder holds %v", entries)
+			}
+			if !c.fresh {
+				if b, _ := os.ReadFile(old); string(b) != "mine" {
+					t.Error("an earlier file changed")
+				}
+			}
+		})
+	}
+}
+
+// TestOneRunPerFolder: a second run into a folder in use fails at once
+// naming the folder and the other run's pid; the first run completes.
+func TestOneRunPerFolder(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	first, _ := startUntil(t, "ranking", "repair", "--model", lab+"models/bd_net.h5", "--valid", lab+"data/cl/valid.h5",
+		"--out", out, "--batch", "8", "--threshold", "4")
+	_, stderr, code := execBadprune(t, "repair", "--model", tiny+"model_full.h5", "--valid", tiny+"clean_u8_nchw.h5", "--out", out, "-q")
+	if err := first.Wait(); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	if code != exitError || !strings.Contains(stderr, out) || !strings.Contains(stderr, "in use by another badprune run (pid ") {
+		t.Fatalf("second run: exit %d, %q", code, stderr)
+	}
+	entries, _ := os.ReadDir(out)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if strings.Join(names, " ") != "prune_log.csv prune_log.json repaired_4.h5" {
+		t.Errorf("output folder holds %v", names)
+	}
+}
+
+// TestOutOfSpace: on a full filesystem repair fails with one line naming
+// the folder and leaves it empty. Needs root to mount a tmpfs.
+func TestOutOfSpace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("mount: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	_, stderr, code := execBadprune(t, "repair", "--model", lab+"models/bd_net.h5", "--valid", lab+"data/cl/valid.h5",
+		"--threshold", "2,4,10", "--out", dir, "-q")
+	line := strings.TrimSpace(stderr)
+	if code != exitError || strings.Contains(line, "\n") || !strings.Contains(line, dir) || !strings.Contains(line, "space") {
+		t.Fatalf("exit %d, %q", code, stderr)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left %d entries on the full filesystem", len(entries))
+	}
+}
+
+// TestEvalOutputs: eval --json writes no file unless --out is given; a
+// failed eval --goodnet creates no folder and says how to make B' files.
+func TestEvalOutputs(t *testing.T) {
+	dir := t.TempDir()
+	wd, _ := os.Getwd()
+	defer os.Chdir(wd)
+	os.Chdir(dir)
+	abs := func(p string) string { return filepath.Join(wd, p) }
+	rep := filepath.Join(dir, "rep")
+	os.Mkdir(rep, 0o755)
+	src, _ := os.ReadFile(abs(tiny + "model_full.h5"))
+	os.WriteFile(filepath.Join(rep, "repaired_4.h5"), src, 0o644)
+	args := []string{"eval", "--goodnet", "--json", "-q", "--model", abs(tiny + "model_full.h5"), "--test", abs(tiny + "clean_u8_nchw.h5"), "--repaired", rep}
+	for i := 0; i < 2; i++ { // twice: a second CI build in the same workspace
+		if _, stderr, code := badprune(t, args...); code != 0 {
+			t.Fatalf("run %d: exit %d, %s", i, code, stderr)
+		}
+	}
+	if _, err := os.Stat("out"); err == nil {
+		t.Error("eval --json wrote out/ without --out")
+	}
+	if _, stderr, code := badprune(t, append(args, "--out", "given")...); code != 0 || !fileExists("given/eval.json") {
+		t.Errorf("--json --out: exit %d, %s", code, stderr)
+	}
+	_, stderr, code := badprune(t, "eval", "--goodnet", "-q", "--model", abs(tiny+"model_full.h5"), "--test", abs(tiny+"clean_u8_nchw.h5"))
+	if code != exitError || !strings.Contains(stderr, "out/") || !strings.Contains(stderr, "badprune repair") || !strings.Contains(stderr, "--repaired FILE") {
+		t.Errorf("no repaired files: exit %d, %q", code, stderr)
+	}
+	if _, err := os.Stat("out"); err == nil {
+		t.Error("a failed eval created out/")
+	}
+}
+
+// TestPredictChannels: predict labels images of every colour model for
+// RGB and grayscale models, and a wrong size is one clear line.
+func TestPredictChannels(t *testing.T) {
+	dir := t.TempDir()
+	models := map[int]string{3: tiny + "model_full.h5"}
+	gray, err := fixture.TinyDeepIDChannels(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	models[1] = filepath.Join(dir, "gray.h5")
+	if err := gray.Create(models[1], model.FullModelFile, true); err != nil {
+		t.Fatal(err)
+	}
+	imgs := map[string]image.Image{}
+	r := image.Rect(0, 0, 47, 55)
+	g, g16, rgba, nrgba := image.NewGray(r), image.NewGray16(r), image.NewRGBA(r), image.NewNRGBA(r)
+	pal := image.NewPaletted(r, color.Palette{color.Black, color.White, color.NRGBA{200, 10, 10, 128}})
+	for y := 0; y < 55; y++ {
+		for x := 0; x < 47; x++ {
+			v := uint8(x*5 + y)
+			g.SetGray(x, y, color.Gray{v})
+			g16.SetGray16(x, y, color.Gray16{uint16(v) << 8})
+			rgba.SetRGBA(x, y, color.RGBA{v, 255 - v, v / 2, 255})
+			nrgba.SetNRGBA(x, y, color.NRGBA{v, v, 255 - v, v})
+			pal.SetColorIndex(x, y, uint8((x+y)%3))
+		}
+	}
+	imgs["gray.png"], imgs["gray16.png"], imgs["rgba.png"], imgs["nrgba.png"], imgs["paletted.png"] = g, g16, rgba, nrgba, pal
+	var files []string
+	for name, im := range imgs {
+		var b bytes.Buffer
+		png.Encode(&b, im)
+		files = append(files, filepath.Join(dir, name))
+		os.WriteFile(files[len(files)-1], b.Bytes(), 0o644)
+	}
+	for name, im := range map[string]image.Image{"ycbcr.jpg": rgba, "gray.jpg": g} {
+		var b bytes.Buffer
+		jpeg.Encode(&b, im, nil)
+		files = append(files, filepath.Join(dir, name))
+		os.WriteFile(files[len(files)-1], b.Bytes(), 0o644)
+	}
+	small := filepath.Join(dir, "small.png")
+	var b bytes.Buffer
+	png.Encode(&b, image.NewGray(image.Rect(0, 0, 28, 28)))
+	os.WriteFile(small, b.Bytes(), 0o644)
+	for ch, m := range models {
+		for _, f := range files {
+			stdout, stderr, code := badprune(t, "predict", "--model", m, f)
+			if code != 0 || !strings.HasPrefix(stdout, f+"\t") || strings.Count(stdout, "\n") != 1 {
+				t.Errorf("%d-channel model, %s: exit %d, %q %q", ch, filepath.Base(f), code, stdout, stderr)
+			}
+		}
+		_, stderr, code := badprune(t, "predict", "--model", m, small)
+		if line := strings.TrimSpace(stderr); code != exitError || strings.Contains(line, "\n") || !strings.Contains(line, "28x28") || !strings.Contains(line, "47x55") {
+			t.Errorf("%d-channel model, wrong size: exit %d, %q", ch, code, stderr)
 		}
 	}
 }

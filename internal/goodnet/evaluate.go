@@ -3,7 +3,6 @@ package goodnet
 import (
 	"context"
 	"slices"
-	"sort"
 	"sync"
 
 	"badprune/internal/h5data"
@@ -101,7 +100,7 @@ func plan(b *model.Model, repaired []*model.Model) (groups []*group, whole []int
 		g.variants = append(g.variants, variant{i + 1, ch})
 	}
 	for _, g := range groups {
-		sort.SliceStable(g.variants, func(a, c int) bool { return len(g.variants[a].channels) < len(g.variants[c].channels) })
+		slices.SortStableFunc(g.variants, func(a, c variant) int { return len(a.channels) - len(c.channels) })
 	}
 	return groups, whole
 }

@@ -1,12 +1,12 @@
 package repair_test
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -108,7 +108,7 @@ func TestRepairAgainstOracle(t *testing.T) {
 	for i := range order {
 		order[i] = i
 	}
-	sort.SliceStable(order, func(a, b int) bool { return mean[order[a]] < mean[order[b]] })
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(mean[a], mean[b]) })
 	if !slices.Equal(order, log.Order) {
 		t.Fatalf("order %v, oracle %v", log.Order, order)
 	}
