@@ -56,11 +56,10 @@ func pruneLog(withASR bool) *report.PruneLog {
 			if log.BaseAcc-s.ValidAcc >= t {
 				key := fmt.Sprint(t)
 				log.Saved[key] = report.Saved{
-					Step:     s.Step,
-					File:     "repaired_" + key + ".h5",
-					ValidAcc: s.ValidAcc,
-					ValidASR: s.ValidASR,
-					Pruned:   log.Order[:s.Step],
+					Step:   s.Step,
+					File:   "repaired_" + key + ".h5",
+					Valid:  s.Valid,
+					Pruned: log.Order[:s.Step],
 				}
 				break
 			}
@@ -165,11 +164,10 @@ func atSteps(withASR bool, saved map[string]int) *report.PruneLog {
 	for k, step := range saved {
 		s := log.Steps[step-1]
 		log.Saved[k] = report.Saved{
-			Step:     step,
-			File:     "repaired_" + k + ".h5",
-			ValidAcc: s.ValidAcc,
-			ValidASR: s.ValidASR,
-			Pruned:   log.Order[:step],
+			Step:   step,
+			File:   "repaired_" + k + ".h5",
+			Valid:  s.Valid,
+			Pruned: log.Order[:step],
 		}
 	}
 	return log
@@ -272,11 +270,11 @@ func packedLog() *report.PruneLog {
 	for i := 1; i <= 150; i++ {
 		acc := 98 - 2e-5*math.Pow(float64(max(i-60, 0)), 3)
 		asr := 100 - 3*float64(max(i-100, 0))
-		log.Steps = append(log.Steps, report.Step{Step: i, Fraction: float64(i) / 150, ValidAcc: math.Max(acc, 1), ValidASR: ptr(math.Max(asr, 0))})
+		log.Steps = append(log.Steps, report.Step{Step: i, Fraction: float64(i) / 150, Valid: report.Valid{ValidAcc: math.Max(acc, 1), ValidASR: ptr(math.Max(asr, 0))}})
 	}
 	for i, k := range []string{"1", "2", "3", "4", "5"} {
 		s := log.Steps[90+i]
-		log.Saved[k] = report.Saved{Step: s.Step, ValidAcc: s.ValidAcc, ValidASR: s.ValidASR}
+		log.Saved[k] = report.Saved{Step: s.Step, Valid: s.Valid}
 	}
 	return log
 }

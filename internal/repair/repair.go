@@ -55,7 +55,7 @@ type Result struct {
 // Last is the curve's final point: every channel pruned.
 func (r *Result) Last() report.Step {
 	if len(r.Log.Steps) == 0 {
-		return report.Step{ValidAcc: r.Log.BaseAcc, ValidASR: r.Log.BaseASR}
+		return report.Step{Valid: report.Valid{ValidAcc: r.Log.BaseAcc, ValidASR: r.Log.BaseASR}}
 	}
 	return r.Log.Steps[len(r.Log.Steps)-1]
 }
@@ -116,7 +116,7 @@ func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, erro
 		log.BaseASR = rate(curve.Step(0).ASR)
 	}
 	curve.Each(func(s prune.Step) {
-		log.Steps = append(log.Steps, report.Step{Step: s.K, Channel: s.Channel, Fraction: s.Fraction, ValidAcc: s.Acc, ValidASR: rate(s.ASR)})
+		log.Steps = append(log.Steps, report.Step{Step: s.K, Channel: s.Channel, Fraction: s.Fraction, Valid: report.Valid{ValidAcc: s.Acc, ValidASR: rate(s.ASR)}})
 	})
 
 	var ft *fineTuner
@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, erro
 		if err := bp.WriteCopy(run.Path(name), true, layer); err != nil {
 			return nil, err
 		}
-		saved := report.Saved{Step: k, File: run.Final(name), ValidAcc: st.Acc, ValidASR: rate(st.ASR), Pruned: pruned}
+		saved := report.Saved{Step: k, File: run.Final(name), Valid: report.Valid{ValidAcc: st.Acc, ValidASR: rate(st.ASR)}, Pruned: pruned}
 		if ft != nil {
 			ftName := report.FinetunedName(x, ext)
 			if saved.Finetune, err = ft.run(ctx, bp, name, run.Path(ftName), run.Final(ftName)); err != nil {

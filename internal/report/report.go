@@ -37,20 +37,25 @@ type Eval struct {
 
 // Step is one point of the pruning curve.
 type Step struct {
-	Step     int      `json:"step"`
-	Channel  int      `json:"channel"`
-	Fraction float64  `json:"fraction"`
+	Step     int     `json:"step"`
+	Channel  int     `json:"channel"`
+	Fraction float64 `json:"fraction"`
+	Valid
+}
+
+// Valid is a network's clean accuracy on the validation set and, with a
+// poisoned set, its attack success, in percent.
+type Valid struct {
 	ValidAcc float64  `json:"valid_acc"`
 	ValidASR *float64 `json:"valid_asr,omitempty"`
 }
 
 // Saved is a repaired network written for a threshold.
 type Saved struct {
-	Step     int      `json:"step"`
-	File     string   `json:"file"`
-	ValidAcc float64  `json:"valid_acc"`
-	ValidASR *float64 `json:"valid_asr,omitempty"`
-	Pruned   []int    `json:"pruned"`
+	Step int    `json:"step"`
+	File string `json:"file"`
+	Valid
+	Pruned []int `json:"pruned"`
 	// Finetune is the fine-tuning history when repair --finetune ran.
 	Finetune *Finetune `json:"finetune,omitempty"`
 }
