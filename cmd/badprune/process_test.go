@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -357,5 +359,38 @@ func TestPredictChannels(t *testing.T) {
 		if line := strings.TrimSpace(stderr); code != exitError || strings.Contains(line, "\n") || !strings.Contains(line, "28x28") || !strings.Contains(line, "47x55") {
 			t.Errorf("%d-channel model, wrong size: exit %d, %q", ch, code, stderr)
 		}
+	}
+}
+
+// TestKilledChildLeavesNothing: when the working child dies without a
+// chance to clean up (SIGKILL, as the OOM killer sends), the supervisor
+// removes what it staged, including the output folder it created.
+func TestKilledChildLeavesNothing(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	cmd, stderr := startUntil(t, "epoch 1:", "repair", "--model", lab+"models/bd_net.h5", "--valid", lab+"data/cl/valid.h5",
+		"--threshold", "2,4", "--finetune", "--ft-epochs", "50", "--ft-patience", "0", "--out", out)
+	// The supervisor started the child from whichever thread ran it.
+	var kids []byte
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", cmd.Process.Pid))
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		kids = append(kids, b...)
+	}
+	child, convErr := strconv.Atoi(strings.TrimSpace(string(kids)))
+	if err != nil || convErr != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Skipf("cannot find the child process: %v %v", err, convErr)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatalf("nothing staged yet: %v", err)
+	}
+	syscall.Kill(child, syscall.SIGKILL)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGKILL) || !strings.Contains(stderr.String(), "killed") {
+		t.Errorf("exit %d, %q", code, stderr.String())
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("the killed run left its output folder")
 	}
 }

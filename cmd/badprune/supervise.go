@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"syscall"
 
 	"badprune/internal/guard"
 	"badprune/internal/progress"
@@ -26,6 +27,9 @@ func supervise(args []string) (code int, ok bool) {
 	switch {
 	case !ok:
 		return 0, false
+	case out.Signal == syscall.SIGKILL:
+		fmt.Fprintln(os.Stderr, "badprune: killed (SIGKILL; out of memory?); this run left no output, and files that were in its output folder before are untouched")
+		return 128 + int(out.Signal), true
 	case out.Crashed:
 		what := "an input file"
 		if out.Reading != "" {
