@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -72,37 +71,6 @@ eval.json in --out (for plot); with --json they go to stdout only, unless
 	return c
 }
 
-// resolveRepaired expands files, globs and folders into model files.
-func resolveRepaired(args []string) ([]string, error) {
-	var out []string
-	for _, a := range args {
-		st, err := os.Stat(a)
-		folder := err == nil && st.IsDir() || strings.HasSuffix(a, "/")
-		switch {
-		case folder:
-			m, _ := filepath.Glob(filepath.Join(a, report.RepairedGlob))
-			if len(m) == 0 {
-				return nil, fmt.Errorf("--repaired %s: holds no repaired networks (repaired_*) yet; make them with 'badprune repair --out %s', or name the networks with --repaired FILE", a, a)
-			}
-			report.SortRepaired(m)
-			out = append(out, m...)
-		case strings.ContainsAny(a, "*?["):
-			m, err := filepath.Glob(a)
-			if err != nil {
-				return nil, fmt.Errorf("--repaired %s: %v", a, err)
-			}
-			if len(m) == 0 {
-				return nil, fmt.Errorf("--repaired %s: no file matches", a)
-			}
-			report.SortRepaired(m)
-			out = append(out, m...)
-		default:
-			out = append(out, a)
-		}
-	}
-	return out, nil
-}
-
 func checkPercent(name string, v float64) error {
 	if v != v || v < 0 || v > 100 {
 		return fmt.Errorf("%s %v: want a percentage 0..100", name, v)
@@ -133,8 +101,12 @@ func runEval(c *cobra.Command, o *evalOptions) error {
 			return errors.New("--goodnet needs --repaired (files, globs or a repair output folder)")
 		}
 		var err error
-		if cfg.Repaired, err = resolveRepaired(o.Repaired); err != nil {
-			return err
+		if cfg.Repaired, err = report.RepairedFiles(o.Repaired); err != nil {
+			var nr *report.NoRepairedError
+			if errors.As(err, &nr) {
+				return fmt.Errorf("--repaired %v; make them with 'badprune repair --out %s', or name the networks with --repaired FILE", err, nr.Dir)
+			}
+			return fmt.Errorf("--repaired %w", err)
 		}
 		if !o.JSON || o.outSet {
 			cfg.JSON = filepath.Join(o.Out, report.EvalJSON)

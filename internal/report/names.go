@@ -1,6 +1,8 @@
 package report
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -78,4 +80,40 @@ func SortRepaired(files []string) {
 		}
 		return files[i] < files[j]
 	})
+}
+
+// NoRepairedError is a folder that holds no repaired networks.
+type NoRepairedError struct{ Dir string }
+
+func (e *NoRepairedError) Error() string {
+	return e.Dir + ": holds no repaired networks (" + RepairedGlob + ") yet"
+}
+
+// RepairedFiles expands model files, globs and folders (every repaired
+// network in them) into files, each glob's and folder's sorted by
+// threshold. A path ending in a separator is a folder even when missing.
+func RepairedFiles(args []string) ([]string, error) {
+	var out []string
+	for _, a := range args {
+		var m []string
+		if st, err := os.Stat(a); err == nil && st.IsDir() || strings.HasSuffix(a, string(filepath.Separator)) {
+			if m, _ = filepath.Glob(filepath.Join(a, RepairedGlob)); len(m) == 0 {
+				return nil, &NoRepairedError{Dir: a}
+			}
+		} else if strings.ContainsAny(a, "*?[") {
+			var err error
+			if m, err = filepath.Glob(a); err != nil {
+				return nil, fmt.Errorf("%s: %v", a, err)
+			}
+			if len(m) == 0 {
+				return nil, fmt.Errorf("%s: no file matches", a)
+			}
+		} else {
+			out = append(out, a)
+			continue
+		}
+		SortRepaired(m)
+		out = append(out, m...)
+	}
+	return out, nil
 }
