@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := bin/badprune
 export CGO_ENABLED := 1
 
-.PHONY: all deps build test demo bench bench-peer fixtures fixtures-lab clean
+.PHONY: all deps build test demo bench bench-peer fixtures fixtures-lab fixtures-onnx onnxpb clean
 
 all: build
 
@@ -30,6 +30,7 @@ test: deps
 	$(GO) test ./...
 	$(GO) test $(FUZZ) -fuzz='^FuzzDecode$$' ./internal/imageio
 	$(GO) test $(FUZZ) -fuzz='^FuzzConfig$$' ./internal/model
+	$(GO) test $(FUZZ) -fuzz='^FuzzRead$$' ./internal/onnxmodel
 	$(GO) test $(FUZZ) -fuzztime=6s -fuzz='^FuzzDataFile$$' ./cmd/badprune
 	$(GO) test $(FUZZ) -fuzztime=6s -fuzz='^FuzzModelFile$$' ./cmd/badprune
 
@@ -63,6 +64,26 @@ fixtures: deps
 
 fixtures-lab: deps
 	$(GO) run ./cmd/mkfixture -out testdata -lab
+
+# The ONNX fixtures in testdata/onnx: small PyTorch CNNs (and the lab's
+# DeepID, weights from its Keras file) exported by torch.onnx.export, with
+# PyTorch's own logits beside each. Needs Debian's python3-torch,
+# python3-onnx and python3-h5py; make test needs none of them.
+PYTHON := /usr/bin/python3
+fixtures-onnx:
+	@$(PYTHON) -c 'import torch, onnx, h5py' 2>/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "the ONNX fixtures need python3-torch, python3-onnx and python3-h5py (apt-get, as root)" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-onnx python3-h5py >/dev/null; }
+	$(PYTHON) scripts/export_onnx.py testdata
+
+# Regenerate internal/onnxpb from the ONNX schema python3-onnx ships, with
+# protoc and the protoc-gen-go of the protobuf module in go.mod.
+ONNX_PROTO = $(shell dpkg -L python3-onnx 2>/dev/null | grep '/onnx-ml\.proto$$')
+onnxpb:
+	@command -v protoc >/dev/null || { echo "make onnxpb needs protoc: apt-get install -y protobuf-compiler" >&2; exit 1; }
+	@if [ -n "$(ONNX_PROTO)" ]; then cp $(ONNX_PROTO) internal/onnxpb/onnx-ml.proto; fi
+	mkdir -p .cache && $(GO) build -o .cache/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	$(GO) generate ./internal/onnxpb
 
 # Lab-scale benchmarks (sets generated once into .cache/bench, outside
 # git): repair, eval --goodnet, one fine-tuning epoch, and the trunk.

@@ -89,7 +89,7 @@ func TestBadInputs(t *testing.T) {
 	}
 	unsupported := writeConfigModel(t, filepath.Join(dir, "bn.h5"),
 		`{"class_name":"Model","config":{"layers":[{"name":"in","class_name":"InputLayer","config":{"batch_input_shape":[null,55,47,3]},"inbound_nodes":[]},`+
-			`{"name":"bn","class_name":"BatchNormalization","config":{},"inbound_nodes":[[["in",0,0,{}]]]}]}}`)
+			`{"name":"bn","class_name":"Conv3D","config":{},"inbound_nodes":[[["in",0,0,{}]]]}]}}`)
 	badJSON := writeConfigModel(t, filepath.Join(dir, "json.h5"), `{"class_name": "Model", "config": {`)
 
 	nan := img(2)
@@ -122,12 +122,12 @@ func TestBadInputs(t *testing.T) {
 	}
 	cases := []tc{
 		{eval(filepath.Join(dir, "missing.h5"), goodSet), []string{"missing.h5", "no such file"}},
-		{eval(notH5, goodSet), []string{notH5, "not a Keras model"}},
+		{eval(notH5, goodSet), []string{notH5, "not a model file badprune reads (Keras HDF5 or .keras archive, onnx)"}},
 		{eval(trunc, goodSet), []string{trunc}},
 		{eval(dir, goodSet), []string{dir, "directory"}},
 		{eval(noLayer, goodSet), []string{noLayer, `layer "conv_3"`, "missing"}},
 		{eval(badShape, goodSet), []string{badShape, "fc_1", "kernel shape"}},
-		{eval(unsupported, goodSet), []string{unsupported, "BatchNormalization", "unsupported"}},
+		{eval(unsupported, goodSet), []string{unsupported, "Conv3D", "unsupported"}},
 		{eval(badJSON, goodSet), []string{badJSON, "model_config", "JSON"}},
 		{eval(good, sets["count"]), []string{sets["count"], "2 labels", "3 images"}},
 		{eval(good, sets["size"]), []string{sets["size"], "55x47"}},

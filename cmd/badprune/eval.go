@@ -18,6 +18,7 @@ import (
 type evalOptions struct {
 	ios      ioStreams
 	Model    string
+	Arch     string
 	Test     string
 	BDTest   string
 	Repaired []string
@@ -58,7 +59,7 @@ eval.json in --out (for plot); with --json they go to stdout only, unless
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.Model, "model", defModel, "the backdoored network B (Keras HDF5)")
+	bindModel(c, &o.Model, &o.Arch, defModel, "the backdoored network B (Keras HDF5 or .keras, or ONNX)")
 	f.StringVar(&o.Test, "test", defTest, "clean test set")
 	f.StringVar(&o.BDTest, "bd-test", defBDTest, "poisoned test set (used when it exists, unless given)")
 	f.BoolVar(&o.Goodnet, "goodnet", false, "also evaluate each repaired B' and the GoodNet G(B, B')")
@@ -95,7 +96,7 @@ func runEval(c *cobra.Command, o *evalOptions) error {
 	if !o.Goodnet && len(o.Repaired) > 0 {
 		return errors.New("--repaired needs --goodnet")
 	}
-	cfg := repair.EvalConfig{Model: o.Model, Test: o.Test, BDTest: o.BDTest, Data: o.data.Options, Force: o.Force}
+	cfg := repair.EvalConfig{Model: o.Model, Architecture: o.Arch, Test: o.Test, BDTest: o.BDTest, Data: o.data.Options, Force: o.Force}
 	if o.Goodnet {
 		if len(o.Repaired) == 0 {
 			return errors.New("--goodnet needs --repaired (files, globs or a repair output folder)")

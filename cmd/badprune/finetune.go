@@ -15,6 +15,7 @@ import (
 type finetuneOptions struct {
 	ios     ioStreams
 	Model   string
+	Arch    string
 	Valid   string
 	BDValid string
 	writeFlags
@@ -39,7 +40,7 @@ input file in which only weight datasets change.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.Model, "model", "", "the pruned network B' (Keras HDF5), e.g. out/repaired_4.h5")
+	bindModel(c, &o.Model, &o.Arch, "", "the pruned network B' (Keras or ONNX), e.g. out/repaired_4.h5")
 	f.StringVar(&o.Valid, "valid", defValid, "clean data to fine-tune on")
 	f.StringVar(&o.BDValid, "bd-valid", defBDValid, "poisoned set for the attack success per epoch (used when it exists, unless given)")
 	o.writeFlags.bind(c, "", "the fine-tuned network to write", "overwrite an existing --out")
@@ -63,7 +64,7 @@ func runFinetune(c *cobra.Command, o *finetuneOptions) error {
 		name := filepath.Base(o.Model)
 		opt.OnEpoch = func(e finetune.Epoch) { printEpoch(o.ios.Err, name, e) }
 	}
-	res, err := repair.Finetune(c.Context(), repair.FinetuneConfig{Model: o.Model, Valid: o.Valid, BDValid: o.BDValid,
+	res, err := repair.Finetune(c.Context(), repair.FinetuneConfig{Model: o.Model, Architecture: o.Arch, Valid: o.Valid, BDValid: o.BDValid,
 		Out: o.Out, Force: o.Force, Data: o.data.Options, Options: opt})
 	if err != nil {
 		return err

@@ -61,7 +61,7 @@ func FuzzDataFile(f *testing.F) {
 }
 
 func FuzzModelFile(f *testing.F) {
-	for _, p := range []string{tiny + "general_full.h5", tiny + "model_weights.h5"} {
+	for _, p := range []string{tiny + "general_full.h5", tiny + "model_weights.h5", "../../testdata/onnx/deepid_tiny_old.onnx"} {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
+
+	_ "badprune/internal/onnxmodel" // ONNX models: --model bd.onnx
 )
 
 // envChild marks the process that does the work under a supervisor.

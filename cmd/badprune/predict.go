@@ -5,17 +5,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"badprune/internal/goodnet"
 	"badprune/internal/imageio"
-	"badprune/internal/model"
+	"badprune/internal/repair"
 )
 
 type predictOptions struct {
-	ios      ioStreams
-	Model    string
-	Repaired string
-	Scale    float64
-	Images   []string
+	ios ioStreams
+	repair.PredictConfig
 }
 
 func newPredictCmd(ios ioStreams) *cobra.Command {
@@ -35,39 +31,18 @@ Colours: ` + imageio.Conversions,
 			return runPredict(o)
 		},
 	}
-	c.Flags().StringVar(&o.Model, "model", defModel, "the network B (Keras HDF5)")
+	bindModel(c, &o.Model, &o.Architecture, defModel, "the network B (Keras HDF5 or .keras, or ONNX)")
 	c.Flags().StringVar(&o.Repaired, "repaired", "", "a repaired network B': print G(B, B')'s label")
-	c.Flags().Float64Var(&o.Scale, "scale", 1, "multiply every pixel by this")
+	c.Flags().Float64Var(&o.Data.Scale, "scale", 1, "multiply every pixel by this")
+	bindNorm(c, &o.Data)
 	return c
 }
 
 func runPredict(o *predictOptions) error {
-	if o.Scale <= 0 || o.Scale != o.Scale {
-		return fmt.Errorf("--scale %v: want a positive number", o.Scale)
+	if o.Data.Scale <= 0 || o.Data.Scale != o.Data.Scale {
+		return fmt.Errorf("--scale %v: want a positive number", o.Data.Scale)
 	}
-	b, err := model.Load(o.Model)
-	if err != nil {
-		return err
-	}
-	var r *model.Model
-	if o.Repaired != "" {
-		if r, err = model.Load(o.Repaired); err != nil {
-			return err
-		}
-		if err := b.Compatible(r); err != nil {
-			return err
-		}
-	}
-	h, w, ch := b.InputShape()
-	sz := h * w * ch
-	// Decode everything first: a bad image fails before any output.
-	x := make([]float32, len(o.Images)*sz)
-	for i, p := range o.Images {
-		if err := imageio.Load(p, h, w, ch, float32(o.Scale), x[i*sz:(i+1)*sz]); err != nil {
-			return err
-		}
-	}
-	labels, err := goodnet.Labels(b, r, x, len(o.Images))
+	labels, err := repair.Predict(o.PredictConfig)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 type repairOptions struct {
 	ios        ioStreams
 	Model      string
+	Arch       string
 	Valid      string
 	BDValid    string
 	Thresholds []float64
@@ -53,12 +54,12 @@ or is interrupted leaves none of them.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.Model, "model", defModel, "the backdoored network B (Keras HDF5)")
+	bindModel(c, &o.Model, &o.Arch, defModel, "the backdoored network B (Keras HDF5 or .keras, or ONNX)")
 	f.StringVar(&o.Valid, "valid", defValid, "clean validation set")
 	f.StringVar(&o.BDValid, "bd-valid", defBDValid, "poisoned validation set (used when it exists, unless given)")
 	f.Float64SliceVar(&o.Thresholds, "threshold", []float64{2, 4, 10, 30}, "accuracy drops X (points, 0 < X <= 100) at which to save B'_X; a list or repeated")
-	f.StringVar(&o.Layer, "layer", "", "the Conv2D layer to prune (default: the one feeding the first Dense layer)")
-	f.StringVar(&o.RankLayer, "rank-layer", "", "the layer whose mean activation ranks the channels (default: the pooling layer after --layer)")
+	f.StringVar(&o.Layer, "layer", "", "the Conv2D or SeparableConv2D layer to prune (default: the last convolution before the classifier)")
+	f.StringVar(&o.RankLayer, "rank-layer", "", "the layer whose mean activation ranks the channels (default: the last layer after --layer carrying its channels, e.g. its pooling)")
 	o.writeFlags.bind(c, defOut, "output folder", "overwrite existing outputs")
 	f.BoolVar(&o.Finetune, "finetune", false, "fine-tune each saved B' on the clean validation set (writes finetuned_<X>.h5; settings --ft-*)")
 	o.data.bind(c, true)
@@ -90,7 +91,7 @@ func runRepair(c *cobra.Command, o *repairOptions) error {
 	if err != nil {
 		return err
 	}
-	cfg := repair.Config{Model: o.Model, Valid: o.Valid, BDValid: o.BDValid, Data: o.data.Options,
+	cfg := repair.Config{Model: o.Model, Architecture: o.Arch, Valid: o.Valid, BDValid: o.BDValid, Data: o.data.Options,
 		Thresholds: ths, Layer: o.Layer, RankLayer: o.RankLayer, Out: o.Out, Force: o.Force}
 	if o.Finetune {
 		if err := o.ft.check("ft-"); err != nil {

@@ -28,6 +28,13 @@ const (
 	defOut     = "out/"
 )
 
+// bindModel binds --model to model, with the default and help given, and
+// --architecture to arch.
+func bindModel(c *cobra.Command, model, arch *string, def, help string) {
+	c.Flags().StringVar(model, "model", def, help)
+	c.Flags().StringVar(arch, "architecture", "", "the architecture (Keras model.to_json()) of weights-only model files; without it they are taken for the lab's DeepID")
+}
+
 // writeFlags are the options of the commands that write outputs and
 // report progress.
 type writeFlags struct {
@@ -41,6 +48,12 @@ func (w *writeFlags) bind(c *cobra.Command, out, outHelp, forceHelp string) {
 	c.Flags().BoolVarP(&w.Quiet, "quiet", "q", false, "no progress on stderr")
 }
 
+// bindNorm binds --mean and --std: PyTorch's normalization, after --scale.
+func bindNorm(c *cobra.Command, o *dataset.Options) {
+	c.Flags().Float64SliceVar(&o.Mean, "mean", nil, "then subtract this from every pixel: one value, or one per channel (as PyTorch's Normalize)")
+	c.Flags().Float64SliceVar(&o.Std, "std", nil, "then divide every pixel by this: one value, or one per channel")
+}
+
 // dataFlags are the options of every command that reads sets.
 type dataFlags struct{ dataset.Options }
 
@@ -49,6 +62,7 @@ func (d *dataFlags) bind(c *cobra.Command, batch bool) {
 	c.Flags().StringVar(&d.DataKey, "data-key", "data", "name of the images dataset in the data files")
 	c.Flags().StringVar(&d.LabelKey, "label-key", "label", "name of the labels dataset in the data files")
 	c.Flags().Float64Var(&d.Scale, "scale", 1, "multiply every pixel by this (the lab's B takes raw 0..255)")
+	bindNorm(c, &d.Options)
 	if batch {
 		c.Flags().IntVar(&d.Batch, "batch", dataset.DefaultBatch, "images per batch")
 	}
@@ -152,6 +166,10 @@ func userMessage(err error) string {
 			flag = "--rank-layer"
 		}
 		msg = strings.Replace(msg, le.Error(), fmt.Sprintf("%s %s: %s", flag, le.Name, le.Problem), 1)
+	}
+	var ne *h5data.NormError
+	if errors.As(err, &ne) {
+		msg = strings.Replace(msg, ne.Error(), "--"+ne.Error(), 1)
 	}
 	var ke *h5data.KeyError
 	var ee *outdir.ExistsError

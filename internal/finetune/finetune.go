@@ -172,11 +172,13 @@ func restore(m *model.Model, s [][2][]float32) {
 	}
 }
 
-// Trained names the layers fine-tuning changes: every Conv2D and Dense.
+// Trained names the layers fine-tuning changes (package train): every
+// Conv2D, Dense, DepthwiseConv2D and SeparableConv2D.
 func Trained(m *model.Model) []string {
 	var out []string
 	for _, l := range m.Layers {
-		if l.Kind == model.Conv2D || l.Kind == model.Dense {
+		switch l.Kind {
+		case model.Conv2D, model.Dense, model.DepthwiseConv2D, model.SeparableConv2D:
 			out = append(out, l.Name)
 		}
 	}

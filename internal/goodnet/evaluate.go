@@ -1,6 +1,7 @@
 package goodnet
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -145,10 +146,14 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 		}
 		defer trunk.Close()
 	}
+	for _, g := range groups {
+		defer g.head.Close()
+	}
 	rep.Start(set.Path, set.N, "images")
 	// The heads of one batch run while the trunk works on the next.
 	var pending sync.WaitGroup
 	defer pending.Wait()
+	var headErr error // the first error of the heads; read after pending.Wait
 	err := set.Stream(ctx, batch, func(bt h5data.Batch) error {
 		for k, i := range whole {
 			if err := cls[k].Predict(bt.X, bt.N, preds[i][bt.Start:bt.Start+bt.N]); err != nil {
@@ -165,6 +170,9 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 				held[i] = slices.Clone(r[:bt.N*len(r)/batch])
 			}
 			pending.Wait()
+			if headErr != nil {
+				return headErr
+			}
 			pending.Add(1)
 			go func(start, n int) {
 				defer pending.Done()
@@ -173,7 +181,10 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 					for _, name := range g.head.Inputs() {
 						ins = append(ins, held[slices.Index(outputs, name)])
 					}
-					heads(g, ins, start, n, gi == 0, preds)
+					if err := heads(g, ins, start, n, gi == 0, preds); err != nil {
+						headErr = err
+						return
+					}
 				}
 				rep.Add(n)
 			}(bt.Start, bt.N)
@@ -183,6 +194,9 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 		return nil
 	})
 	pending.Wait()
+	if err == nil {
+		err = headErr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +205,9 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 
 // heads computes a group's predictions for samples [start, start+n),
 // spreading the samples over the cores. B's come from the first group.
-func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) {
+func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) error {
+	var mu sync.Mutex
+	var first error
 	workpool.Split(n, 1, func(lo, hi int) {
 		part := make([][]float32, len(ins))
 		for i, size := range g.head.InputSizes() {
@@ -214,8 +230,15 @@ func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) {
 			s.Zero(minus(v.channels, from.channels))
 			copy(preds[v.index][start+lo:start+hi], s.Pred)
 			done = append(done, computed{v.channels, s})
+			if err := s.Err(); err != nil {
+				mu.Lock()
+				first = cmp.Or(first, err)
+				mu.Unlock()
+				return
+			}
 		}
 	})
+	return first
 }
 
 // computed is a head state with the channels it has zeroed.

@@ -33,6 +33,8 @@ type Options struct {
 	Classes int
 	// Scale multiplies every pixel (0 means 1).
 	Scale float32
+	// Norm normalizes the scaled pixels.
+	Norm Normalization
 }
 
 // Set is an open image set.
@@ -46,6 +48,7 @@ type Set struct {
 	Labels        []int
 
 	scale float32
+	norm  Normalization
 	key   string
 	f     *hdf5.File
 	data  *hdf5.Dataset
@@ -79,7 +82,7 @@ func open(path string, opt Options) (*Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Set{Path: path, f: f, scale: opt.Scale, key: opt.DataKey}
+	s := &Set{Path: path, f: f, scale: opt.Scale, norm: opt.Norm, key: opt.DataKey}
 	if err := s.init(opt); err != nil {
 		s.close()
 		return nil, err
@@ -154,6 +157,9 @@ func (s *Set) init(opt Options) error {
 	}
 	if s.N > MaxSamples {
 		return fmt.Errorf("dataset %q claims %d samples, more than badprune reads (%d)", opt.DataKey, s.N, MaxSamples)
+	}
+	if err := s.norm.Check(s.C); err != nil {
+		return err
 	}
 	return s.readLabels(opt)
 }
@@ -245,9 +251,9 @@ type Buffer struct {
 }
 
 // Read reads images [start, start+n) into dst as NHWC float32 times the
-// scale. The library copies the stored values as they are (no conversion),
-// and one pass converts, transposes and checks them: a non-finite pixel is
-// an error naming the sample. buf may be nil.
+// scale, normalized. The library copies the stored values as they are (no
+// conversion), and one pass converts, transposes and checks them: a
+// non-finite pixel is an error naming the sample. buf may be nil.
 func (s *Set) Read(start, n int, dst []float32, buf *Buffer) error {
 	if start < 0 || n < 0 || start+n > s.N {
 		return fmt.Errorf("%s: samples %d..%d outside 0..%d", s.Path, start, start+n-1, s.N-1)
@@ -294,6 +300,7 @@ func (s *Set) Read(start, n int, dst []float32, buf *Buffer) error {
 	if i := kernels.Convert(raw, n, s.C, s.H*s.W, s.ChannelsFirst, s.scale, dst[:n*sz]); i >= 0 {
 		return fmt.Errorf("%s: dataset %q: sample %d has a non-finite pixel", s.Path, s.key, start+i)
 	}
+	s.norm.Apply(dst[:n*sz], s.C)
 	return nil
 }
 

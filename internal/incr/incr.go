@@ -13,6 +13,12 @@
 // contribution is subtracted from the next layers' pre-activations). The
 // final logits are recomputed only when a bound on the change of the
 // classifier's input cannot rule out a change of the predicted class.
+//
+// A head with layers the sparse updates do not cover (BatchNormalization,
+// average or global pooling, Concatenate, activations other than ReLU, a
+// classifier that is not a plain Dense layer) takes the general path:
+// changed samples rerun the head as the model's own graph, fed from the
+// mask point and the head's external inputs, so predictions stay exact.
 package incr
 
 import (
@@ -21,6 +27,7 @@ import (
 	"math"
 	"slices"
 
+	"badprune/internal/infer"
 	"badprune/internal/kernels"
 	"badprune/internal/model"
 )
@@ -42,6 +49,10 @@ type Head struct {
 	// Incremental is false when the head has a layer the sparse updates do
 	// not cover (a max pool); changed samples then rerun the whole head.
 	Incremental bool
+	// General is set when the head has layers the engine's own nodes do
+	// not compute: changed samples then rerun the head's graph.
+	General bool
+	parts   chan *infer.Part // idle graphs of the general path
 }
 
 type node struct {
@@ -76,17 +87,18 @@ const topK = 4
 
 // MaskPoint returns the layer whose output masks the pruned layer's
 // channels: the last of the layers that carry them one to one
-// (model.PerChannel), or the pruned layer itself.
+// (model.PerChannel), or the pruned layer itself. Pruning that would not
+// remove the channels (model.CheckPruning) is an error.
 func MaskPoint(m *model.Model, pruned string) (*model.Layer, error) {
 	l := m.Layer(pruned)
 	if l == nil {
 		return nil, fmt.Errorf("no layer %q", pruned)
 	}
-	if l.Kind != model.Conv2D {
-		return nil, fmt.Errorf("layer %q is a %s, not a Conv2D layer", pruned, l.Kind)
+	if l.Kind != model.Conv2D && l.Kind != model.SeparableConv2D {
+		return nil, fmt.Errorf("layer %q is a %s, not a Conv2D or SeparableConv2D layer", pruned, l.KerasClass())
 	}
-	if l.Act != "relu" && l.Act != "linear" {
-		return nil, fmt.Errorf("layer %q: activation %q", pruned, l.Act)
+	if err := m.CheckPruning(pruned); err != nil {
+		return nil, err
 	}
 	if pc := m.PerChannel(pruned); len(pc) > 0 {
 		return pc[len(pc)-1], nil
@@ -101,14 +113,49 @@ func NewHead(m *model.Model, pruned string) (*Head, error) {
 		return nil, err
 	}
 	h := &Head{Model: m, Pruned: m.Layer(pruned), Mask: mask, C: mask.Channels(), maskSize: mask.Size(), Incremental: true}
+	if h.fast() != nil {
+		*h = Head{Model: m, Pruned: h.Pruned, Mask: mask, C: h.C, maskSize: h.maskSize, General: true,
+			External: externals(m, mask), parts: make(chan *infer.Part, 8)}
+	}
+	return h, nil
+}
+
+// externals are the layers upstream of the mask point that layers after it
+// read.
+func externals(m *model.Model, mask *model.Layer) []*model.Layer {
+	after := map[string]bool{mask.Name: true}
+	var out []*model.Layer
+	downstream := false
+	for _, l := range m.Layers {
+		if l == mask {
+			downstream = true
+			continue
+		}
+		if !downstream {
+			continue
+		}
+		after[l.Name] = true
+		for _, name := range l.Inputs {
+			if !after[name] && !slices.ContainsFunc(out, func(e *model.Layer) bool { return e.Name == name }) {
+				out = append(out, m.Layer(name))
+			}
+		}
+	}
+	return out
+}
+
+// fast builds the engine's own nodes for the head, or says which layer
+// they do not cover.
+func (h *Head) fast() error {
+	m, mask := h.Model, h.Mask
 	idx := map[string]int{mask.Name: -1}
 	clsLayer := m.Output
-	if clsLayer.Kind == model.Activation {
+	if clsLayer.Kind == model.Activation || clsLayer.Kind == model.Softmax {
 		// A separate softmax (or linear) activation: the logits are its input.
 		clsLayer = m.Layer(clsLayer.Inputs[0])
 	}
-	if clsLayer.Kind != model.Dense {
-		return nil, fmt.Errorf("the model's output %q is not a Dense layer", clsLayer.Name)
+	if clsLayer.Kind != model.Dense || m.Applied(clsLayer) != "linear" {
+		return fmt.Errorf("the model's classifier %q is not a plain Dense layer", clsLayer.Name)
 	}
 	downstream := false
 	for _, l := range m.Layers {
@@ -137,7 +184,7 @@ func NewHead(m *model.Model, pruned string) (*Head, error) {
 		}
 		nd, err := newNode(m, l, in)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if nd.pool != nil {
 			h.Incremental = false
@@ -146,13 +193,17 @@ func NewHead(m *model.Model, pruned string) (*Head, error) {
 		h.nodes = append(h.nodes, nd)
 	}
 	if h.cls.l == nil {
-		return nil, errors.New("the classifier is not downstream of the mask point")
+		return errors.New("the classifier is not downstream of the mask point")
 	}
-	return h, nil
+	return nil
 }
 
 func newNode(m *model.Model, l *model.Layer, in []int) (*node, error) {
-	nd := &node{l: l, in: in, size: l.Size(), relu: l.Act == "relu"}
+	act := m.Applied(l)
+	if act != "linear" && (act != "relu" || l.Alpha != 0 || l.MaxValue != 0 || l.Threshold != 0) {
+		return nil, fmt.Errorf("layer %q: activation %q", l.Name, l.Act)
+	}
+	nd := &node{l: l, in: in, size: l.Size(), relu: act == "relu"}
 	bias := func() []float32 {
 		if l.Bias != nil {
 			return l.Bias
@@ -160,16 +211,10 @@ func newNode(m *model.Model, l *model.Layer, in []int) (*node, error) {
 		return make([]float32, l.KernelShape[len(l.KernelShape)-1])
 	}
 	switch l.Kind {
-	case model.Flatten, model.Dropout:
+	case model.Flatten, model.Dropout, model.Identity:
 		nd.alias = true
-	case model.Activation:
-		switch l.Act {
-		case "linear":
-			nd.alias = true
-		case "relu":
-		default:
-			return nil, fmt.Errorf("layer %q: activation %q inside the network", l.Name, l.Act)
-		}
+	case model.Activation, model.ReLU:
+		nd.alias = !nd.relu
 	case model.Dense:
 		ks := l.KernelShape
 		nd.conv = kernels.NewDense(l.Kernel, bias(), ks[0], ks[1])
@@ -269,6 +314,8 @@ type State struct {
 	// sample (channels below 64), so a step finds its samples at once.
 	live []uint64
 
+	err error // of the general path
+
 	// Scratch reused by every Zero.
 	rows    []int
 	lx, lz  []float32 // logits' inputs and outputs
@@ -297,6 +344,16 @@ func (h *Head) NewState(n int, in ...[]float32) *State {
 	for e, l := range h.External {
 		s.ext = append(s.ext, slices.Clone(in[1+e][:n*l.Size()]))
 	}
+	if h.General {
+		s.setLive()
+		s.Pred = make([]int, n)
+		rows := make([]int, n)
+		for i := range rows {
+			rows[i] = i
+		}
+		s.err = h.predict(s, rows)
+		return s
+	}
 	s.out = make([][]float32, len(h.nodes))
 	s.pre = make([][]float32, len(h.nodes))
 	for i, nd := range h.nodes {
@@ -308,16 +365,7 @@ func (h *Head) NewState(n int, in ...[]float32) *State {
 		}
 	}
 	h.forward(s.P, s.ext, n, s.pre, s.out)
-	if h.C <= 64 {
-		s.live = make([]uint64, n)
-		for row := 0; row < n; row++ {
-			for q, v := range s.P[row*h.maskSize : (row+1)*h.maskSize] {
-				if v != 0 {
-					s.live[row] |= 1 << (q % h.C)
-				}
-			}
-		}
-	}
+	s.setLive()
 	s.Pred = make([]int, n)
 	s.h0 = make([]float32, n*h.cls.hdim)
 	s.top = make([]int32, n*h.cls.top)
@@ -329,6 +377,72 @@ func (h *Head) NewState(n int, in ...[]float32) *State {
 	}
 	s.logits(rows)
 	return s
+}
+
+// setLive marks, per sample, the mask channels that are non-zero.
+func (s *State) setLive() {
+	h := s.h
+	if h.C > 64 {
+		return
+	}
+	s.live = make([]uint64, s.N)
+	for row := 0; row < s.N; row++ {
+		for q, v := range s.P[row*h.maskSize : (row+1)*h.maskSize] {
+			if v != 0 {
+				s.live[row] |= 1 << (q % h.C)
+			}
+		}
+	}
+}
+
+// Err is the first error of the general path's graph, which leaves the
+// predictions of the samples it failed on as they were.
+func (s *State) Err() error { return s.err }
+
+// headBatch is the batch of the general path's graph.
+const headBatch = 64
+
+// part returns an idle graph of the head, building one if none is.
+func (h *Head) part() (*infer.Part, error) {
+	select {
+	case p := <-h.parts:
+		return p, nil
+	default:
+	}
+	return infer.NewPart(h.Model, headBatch, h.Inputs()...)
+}
+
+// predict reruns the head's graph on the samples rows and sets their
+// predictions: the general path.
+func (h *Head) predict(s *State, rows []int) error {
+	p, err := h.part()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		select {
+		case h.parts <- p:
+		default:
+			p.Close()
+		}
+	}()
+	sizes := h.InputSizes()
+	src := append([][]float32{s.P}, s.ext...)
+	for lo := 0; lo < len(rows); lo += headBatch {
+		part := rows[lo:min(lo+headBatch, len(rows))]
+		in := make([][]float32, len(src))
+		for i := range src {
+			in[i] = gather(src[i], part, sizes[i])
+		}
+		pred := make([]int, len(part))
+		if err := p.Predict(in, len(part), pred); err != nil {
+			return err
+		}
+		for r, row := range part {
+			s.Pred[row] = pred[r]
+		}
+	}
+	return nil
 }
 
 // input returns the activations of node index i (-1: mask point).
@@ -526,9 +640,15 @@ func (s *State) Zero(channels []int) {
 		}
 	}
 	s.dp.ptr[0] = 0
-	if h.Incremental {
+	switch {
+	case h.General:
+		if err := h.predict(s, rows); err != nil && s.err == nil {
+			s.err = err
+		}
+		return
+	case h.Incremental:
 		s.push(rows)
-	} else {
+	default:
 		s.rerun(rows)
 	}
 	s.check(rows)
@@ -727,7 +847,9 @@ func (s *State) check(rows []int) {
 }
 
 // Variant reports whether r is b with some output channels of one Conv2D
-// layer zeroed (kernel slice and bias) and every other weight equal, and
+// or SeparableConv2D layer pruned (model.Model.PruneChannels: the kernel
+// slices and biases zeroed, and the channels' weights in the
+// BatchNormalization layers after it) and every other weight equal, and
 // which: such an r shares b's activations up to that layer.
 func Variant(b, r *model.Model) (layer string, channels []int, ok bool) {
 	if len(b.Layers) != len(r.Layers) {
@@ -740,31 +862,50 @@ func Variant(b, r *model.Model) (layer string, channels []int, ok bool) {
 			!slices.Equal(lb.KernelShape, lr.KernelShape) || (lb.Bias == nil) != (lr.Bias == nil) {
 			return "", nil, false
 		}
-		if slices.Equal(lb.Kernel, lr.Kernel) && slices.Equal(lb.Bias, lr.Bias) {
-			continue
-		}
-		if layer != "" || lb.Kind != model.Conv2D {
-			return "", nil, false
-		}
-		layer = lb.Name
-		oc := lb.KernelShape[3]
-		for c := 0; c < oc; c++ {
-			same, zero := true, lr.Bias == nil || lr.Bias[c] == 0
-			if lb.Bias != nil && lb.Bias[c] != lr.Bias[c] {
-				same = false
-			}
-			for k := c; k < len(lb.Kernel); k += oc {
-				same = same && lb.Kernel[k] == lr.Kernel[k]
-				zero = zero && lr.Kernel[k] == 0
-			}
-			switch {
-			case same:
-			case zero:
-				channels = append(channels, c)
-			default:
+		if layer == "" && !sameWeights(lb, lr) {
+			if lb.Kind != model.Conv2D && lb.Kind != model.SeparableConv2D {
 				return "", nil, false
 			}
+			layer = lb.Name
 		}
 	}
-	return layer, channels, layer != ""
+	if layer == "" {
+		return "", nil, false
+	}
+	// The channels r zeroes that b does not; r must be b with exactly
+	// those pruned.
+	was := b.Layer(layer).ZeroChannels()
+	for _, c := range r.Layer(layer).ZeroChannels() {
+		if !slices.Contains(was, c) {
+			channels = append(channels, c)
+		}
+	}
+	want := b.Clone()
+	if len(channels) == 0 || want.PruneChannels(layer, channels) != nil {
+		return "", nil, false
+	}
+	for i, l := range want.Layers {
+		if !sameWeights(l, r.Layers[i]) {
+			return "", nil, false
+		}
+	}
+	return layer, channels, true
+}
+
+// sameWeights reports whether two layers hold equal weights.
+func sameWeights(a, b *model.Layer) bool {
+	return slices.Equal(a.Kernel, b.Kernel) && slices.Equal(a.Bias, b.Bias) && slices.Equal(a.Depthwise, b.Depthwise) &&
+		slices.Equal(a.Mean, b.Mean) && slices.Equal(a.Var, b.Var)
+}
+
+// Close releases the graphs of the general path.
+func (h *Head) Close() {
+	for {
+		select {
+		case p := <-h.parts:
+			p.Close()
+		default:
+			return
+		}
+	}
 }

@@ -3,6 +3,7 @@ package incr_test
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"badprune/internal/incr"
@@ -46,7 +47,9 @@ func margin(z []float64) float64 {
 }
 
 // TestZeroMatchesOracle zeroes channels one at a time, in random order, and
-// checks every prediction against the plain-loop oracle of the masked model.
+// checks every prediction against the plain-loop oracle of the pruned
+// model (PruneChannels: the BatchNormalization after a convolution
+// pruned too).
 func TestZeroMatchesOracle(t *testing.T) {
 	tinyM, err := model.Load(tiny + "model_full.h5")
 	if err != nil {
@@ -56,17 +59,32 @@ func TestZeroMatchesOracle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mk := func(f func(uint64) (*model.Model, error)) *model.Model {
+		m, err := f(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	layers, merge, acts := mk(fixture.Layers), mk(fixture.Merge), mk(fixture.Activations)
 	cases := []struct {
-		m           *model.Model
-		pruned      string
-		mask        string
-		incremental bool
+		m                    *model.Model
+		pruned               string
+		mask                 string
+		incremental, general bool
 	}{
-		{tinyM, "conv_3", "pool_3", true},
-		{tinyM, "conv_4", "conv_4", true},
-		{tinyM, "conv_2", "pool_2", false}, // pool_3 in the head: rerun path
-		{gen, "c1", "p1", true},            // same padding, strides, Add of two branches
-		{gen, "c2", "drop", true},
+		{tinyM, "conv_3", "pool_3", true, false},
+		{tinyM, "conv_4", "conv_4", true, false},
+		{tinyM, "conv_2", "pool_2", false, false}, // pool_3 in the head: rerun path
+		{gen, "c1", "p1", true, false},            // same padding, strides, Add of two branches
+		{gen, "c2", "drop", true, false},
+		// The general path: through BatchNormalization (gamma zeroed, or the
+		// moving mean without gamma), and heads with merges and new layers.
+		{layers, "conv", "avg", false, true},
+		{layers, "sep", "drop", false, true},
+		{merge, "mix", "mix_bn", false, true},
+		{merge, "branch_3x3", "branch_3x3", false, true},
+		{acts, "c_selu", "swish", false, true},
 	}
 	const n = 40
 	for _, tc := range cases {
@@ -74,8 +92,8 @@ func TestZeroMatchesOracle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h.Mask.Name != tc.mask || h.Incremental != tc.incremental {
-			t.Fatalf("%s: mask %s incremental %v, want %s %v", tc.pruned, h.Mask.Name, h.Incremental, tc.mask, tc.incremental)
+		if h.Mask.Name != tc.mask || h.Incremental != tc.incremental || h.General != tc.general {
+			t.Fatalf("%s: mask %s incremental %v general %v, want %s %v %v", tc.pruned, h.Mask.Name, h.Incremental, h.General, tc.mask, tc.incremental, tc.general)
 		}
 		hh, ww, cc := tc.m.InputShape()
 		r := rand.New(rand.NewPCG(5, 6))
@@ -87,8 +105,16 @@ func TestZeroMatchesOracle(t *testing.T) {
 			if k > 0 {
 				s.Zero(order[k-1 : k])
 			}
+			if s.Err() != nil {
+				t.Fatal(s.Err())
+			}
+			// The reference is the pruned network itself.
+			p := tc.m.Clone()
+			if err := p.PruneChannels(tc.pruned, order[:k]); err != nil {
+				t.Fatal(err)
+			}
 			for i := 0; i < n; i++ {
-				z := oracle.Logits(tc.m, x[i*hh*ww*cc:(i+1)*hh*ww*cc], oracle.Options{MaskLayer: tc.pruned, MaskChannels: order[:k]})
+				z := oracle.Logits(p, x[i*hh*ww*cc:(i+1)*hh*ww*cc], oracle.Options{})
 				want := oracle.Argmax(z)
 				if s.Pred[i] != want {
 					if margin(z) < 1e-3*(1+math.Abs(z[want])) {
@@ -147,5 +173,41 @@ func TestZeroSetEqualsSteps(t *testing.T) {
 	c.Zero([]int{1, 5})
 	if c.Stats.Updated != 0 || c.Stats.Skipped != n {
 		t.Errorf("dormant channels: stats %+v", c.Stats)
+	}
+}
+
+// TestVariantThroughBatchNorm: a B' pruned through BatchNormalization is
+// recognized as B with channels of the convolution pruned; one with any
+// other change is not.
+func TestVariantThroughBatchNorm(t *testing.T) {
+	b, err := fixture.Layers(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		layer string
+		chans []int
+	}{{"sep", []int{0, 5}}, {"conv", []int{3}}} {
+		r := b.Clone()
+		if err := r.PruneChannels(tc.layer, tc.chans); err != nil {
+			t.Fatal(err)
+		}
+		if layer, ch, ok := incr.Variant(b, r); !ok || layer != tc.layer || !slices.Equal(ch, tc.chans) {
+			t.Errorf("%s %v: Variant = %s %v %v", tc.layer, tc.chans, layer, ch, ok)
+		}
+		// The convolution pruned but not its BatchNormalization: B' would
+		// output BN(0) for the channel, not a pruned B.
+		r = b.Clone()
+		l := r.Layer(tc.layer)
+		oc := l.Channels()
+		for i := tc.chans[0]; i < len(l.Kernel); i += oc {
+			l.Kernel[i] = 0
+		}
+		if l.Bias != nil {
+			l.Bias[tc.chans[0]] = 0
+		}
+		if _, _, ok := incr.Variant(b, r); ok {
+			t.Errorf("%s: a B' without its BatchNormalization pruned is taken for a variant", tc.layer)
+		}
 	}
 }

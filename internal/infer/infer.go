@@ -104,6 +104,61 @@ func (c *Classifier) Predict(x []float32, n int, out []int) error {
 // Close releases the graph's machine.
 func (c *Classifier) Close() { c.t.Close() }
 
+// Part runs the part of a network's graph after chosen layers, whose
+// outputs are given (fed) instead of computed, up to its logits.
+type Part struct {
+	m     *model.Model
+	r     *model.Runner
+	batch int
+	feeds [][]float32 // nil for a fed layer the logits do not need
+	sizes []int
+}
+
+// NewPart builds m's graph from the outputs of the feeds layers to its
+// logits, for batches of up to batch samples.
+func NewPart(m *model.Model, batch int, feeds ...string) (*Part, error) {
+	gr, err := m.Build(model.GraphOptions{Batch: batch, Feeds: feeds})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Path, err)
+	}
+	r, err := gr.NewRunner(m.Output.Name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Path, err)
+	}
+	p := &Part{m: m, r: r, batch: batch}
+	for _, f := range feeds {
+		p.feeds = append(p.feeds, r.Feed(f))
+		p.sizes = append(p.sizes, m.Layer(f).Size())
+	}
+	return p, nil
+}
+
+// Batch is the most samples one Predict takes.
+func (p *Part) Batch() int { return p.batch }
+
+// Predict labels n samples (at most the batch) from the outputs of the fed
+// layers: in[i] holds n rows of the i-th.
+func (p *Part) Predict(in [][]float32, n int, out []int) error {
+	if n > p.batch {
+		return fmt.Errorf("infer: %d samples for a batch of %d", n, p.batch)
+	}
+	for i, f := range p.feeds {
+		if f != nil {
+			copy(f, in[i][:n*p.sizes[i]])
+			clear(f[n*p.sizes[i]:])
+		}
+	}
+	res, err := p.r.Run()
+	if err != nil {
+		return fmt.Errorf("%s: %w", p.m.Path, err)
+	}
+	Argmax(res[0], p.m.Classes, out[:n])
+	return nil
+}
+
+// Close releases the graph's machine.
+func (p *Part) Close() { p.r.Close() }
+
 // Labels returns m's class for each of the n NHWC images in x.
 func Labels(m *model.Model, x []float32, n int) ([]int, error) {
 	out := make([]int, n)

@@ -51,7 +51,7 @@ func (m *Model) create(path string, layout Layout) error {
 	defer f.Close()
 	root := f
 	if layout == FullModelFile {
-		cfg, err := m.kerasConfig()
+		cfg, err := m.KerasConfig()
 		if err != nil {
 			return err
 		}
@@ -92,26 +92,26 @@ func writeLayer(root h5.Node, l *Layer) error {
 		return err
 	}
 	defer g.Close()
-	if l.Kind != Conv2D && l.Kind != Dense {
-		return h5.WriteStringsAttr(g, "weight_names", nil)
+	ws := l.Weights()
+	var names []string
+	for _, w := range ws {
+		names = append(names, l.Name+"/"+w.Name+":0")
 	}
-	wn := []string{l.Name + "/kernel:0"}
-	if l.Bias != nil {
-		wn = append(wn, l.Name+"/bias:0")
-	}
-	if err := h5.WriteStringsAttr(g, "weight_names", wn); err != nil {
+	if err := h5.WriteStringsAttr(g, "weight_names", names); err != nil {
 		return err
+	}
+	if len(ws) == 0 {
+		return nil
 	}
 	sub, err := g.Group(l.Name)
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
-	if err := writeArray(sub, "kernel:0", l.KernelShape, l.Kernel); err != nil {
-		return err
-	}
-	if l.Bias != nil {
-		return writeArray(sub, "bias:0", []int{len(l.Bias)}, l.Bias)
+	for _, w := range ws {
+		if err := writeArray(sub, w.Name+":0", w.Shape, w.Values); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -125,8 +125,9 @@ func writeArray(g h5.Node, name string, shape []int, v []float32) error {
 	return ds.Write(make([]int, len(shape)), shape, v)
 }
 
-// kerasConfig is the model_config JSON Keras 2.3.1 writes for m.
-func (m *Model) kerasConfig() ([]byte, error) {
+// KerasConfig is the model_config JSON Keras 2.3.1 writes for m, which is
+// also what its model.to_json() returns: an architecture for LoadWith.
+func (m *Model) KerasConfig() ([]byte, error) {
 	type obj = map[string]any
 	glorot := obj{"class_name": "VarianceScaling", "config": obj{"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": nil}}
 	zeros := obj{"class_name": "Zeros", "config": obj{}}
@@ -140,6 +141,13 @@ func (m *Model) kerasConfig() ([]byte, error) {
 			c[k] = nil
 		}
 	}
+	ones := obj{"class_name": "Ones", "config": obj{}}
+	numbers := func(v []float32) any {
+		if len(v) == 1 {
+			return v[0]
+		}
+		return v
+	}
 	var layers []any
 	for _, l = range m.Layers {
 		c := obj{"name": l.Name, "trainable": true, "dtype": "float32"}
@@ -150,31 +158,71 @@ func (m *Model) kerasConfig() ([]byte, error) {
 		switch l.Kind {
 		case Input:
 			c = obj{"batch_input_shape": []any{nil, l.Shape[0], l.Shape[1], l.Shape[2]}, "dtype": "float32", "sparse": false, "name": l.Name}
-		case Conv2D:
-			c["filters"] = l.KernelShape[3]
+		case Conv2D, SeparableConv2D, DepthwiseConv2D:
 			c["kernel_size"] = []int{l.KH, l.KW}
 			c["strides"] = []int{l.SH, l.SW}
 			c["padding"] = pad
 			c["data_format"] = "channels_last"
 			c["dilation_rate"] = []int{1, 1}
 			weighted(c)
-		case MaxPool:
+			switch l.Kind {
+			case Conv2D:
+				c["filters"] = l.KernelShape[3]
+			case SeparableConv2D:
+				c["filters"], c["depth_multiplier"] = l.Filters, l.DepthMul
+				c["depthwise_initializer"], c["pointwise_initializer"] = glorot, glorot
+				delete(c, "kernel_initializer")
+			case DepthwiseConv2D:
+				c["depth_multiplier"], c["depthwise_initializer"] = l.DepthMul, glorot
+				delete(c, "kernel_initializer")
+			}
+		case MaxPool, AvgPool:
 			c["pool_size"] = []int{l.KH, l.KW}
 			c["padding"] = pad
 			c["strides"] = []int{l.SH, l.SW}
+			c["data_format"] = "channels_last"
+		case GlobalAvgPool, GlobalMaxPool:
+			c["data_format"] = "channels_last"
+			if l.KeepDims {
+				c["keepdims"] = true
+			}
+		case ZeroPad:
+			c["padding"] = [][]int{{l.Pad[0], l.Pad[1]}, {l.Pad[2], l.Pad[3]}}
 			c["data_format"] = "channels_last"
 		case Flatten:
 			c["data_format"] = "channels_last"
 		case Dense:
 			c["units"] = l.KernelShape[1]
 			weighted(c)
+		case BatchNorm:
+			c["axis"], c["momentum"], c["epsilon"], c["center"], c["scale"] = l.Axis, 0.99, l.Eps, l.HasBeta, l.HasGamma
+			c["beta_initializer"], c["gamma_initializer"] = zeros, ones
+			c["moving_mean_initializer"], c["moving_variance_initializer"] = zeros, ones
+			for _, k := range []string{"beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint"} {
+				c[k] = nil
+			}
 		case Activation:
 			c["activation"] = l.Act
+		case ReLU:
+			c["max_value"], c["negative_slope"], c["threshold"] = nil, l.Alpha, l.Threshold
+			if l.MaxValue > 0 {
+				c["max_value"] = l.MaxValue
+			}
+		case LeakyReLU, ELU:
+			c["alpha"] = l.Alpha
+		case Softmax, Concat:
+			c["axis"] = l.Axis
+		case Rescaling:
+			c["scale"], c["offset"] = numbers(l.Scale), numbers(l.Offset)
 		case Dropout:
 			c["rate"], c["noise_shape"], c["seed"] = 0.5, nil, nil
+		case Identity:
+			if l.Target != nil {
+				c["height"], c["width"] = l.Target[0], l.Target[1]
+			}
 		case Add:
 		default:
-			return nil, fmt.Errorf("layer %q: cannot write a %s", l.Name, l.Kind)
+			return nil, fmt.Errorf("layer %q: cannot write a %s", l.Name, l.KerasClass())
 		}
 		in := []any{}
 		if len(l.Inputs) > 0 {
@@ -184,7 +232,7 @@ func (m *Model) kerasConfig() ([]byte, error) {
 			}
 			in = []any{node}
 		}
-		layers = append(layers, obj{"name": l.Name, "class_name": string(l.Kind), "config": c, "inbound_nodes": in})
+		layers = append(layers, obj{"name": l.Name, "class_name": l.KerasClass(), "config": c, "inbound_nodes": in})
 	}
 	return json.Marshal(obj{
 		"class_name": "Model",

@@ -9,7 +9,7 @@ import (
 // FuzzConfig feeds mutated model_config JSON to the parser and the shape
 // checks: errors, never a panic.
 func FuzzConfig(f *testing.F) {
-	for _, p := range []string{"../../testdata/tiny/general_full.h5", "../../testdata/tiny/model_full.h5"} {
+	for _, p := range []string{"../../testdata/tiny/general_full.h5", "../../testdata/tiny/model_full.h5", "../../testdata/tiny/merge_full.h5"} {
 		var cfg string
 		err := h5.Locked(func() error {
 			file, err := h5.Open(p)

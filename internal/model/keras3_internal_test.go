@@ -139,12 +139,12 @@ func TestParseKeras3Errors(t *testing.T) {
 	cases := []struct {
 		name, config, want string
 	}{
-		{"unsupported layer", functional("", input, layer("BatchNormalization", "bn", node(tensor("in")))),
-			`layer "bn": unsupported layer type "BatchNormalization"`},
+		{"unsupported layer", functional("", input, layer("LSTM", "rnn", node(tensor("in")))),
+			`layer "rnn": unsupported layer type "LSTM"`},
 		{"unsupported layer in a nested block", `{"class_name": "Sequential", "config": {"layers": [{"class_name": "Sequential", "config": {"name": "pre", "layers": [
 			{"class_name": "InputLayer", "config": {"batch_shape": [null, 4, 4, 3], "name": "in"}},
-			{"class_name": "Rescaling", "config": {"name": "scale", "scale": 0.0039}}]}}]}}`,
-			`layer "pre": layer "scale": unsupported layer type "Rescaling"`},
+			{"class_name": "Normalization", "config": {"name": "norm", "axis": -1}}]}}]}}`,
+			`layer "pre": layer "norm": unsupported layer type "Normalization"`},
 		{"two outputs", functional(`, "output_layers": [["a", 0, 0], ["b", 0, 0]]`, input, layer("Dense", "a", node(tensor("in"))), layer("Dense", "b", node(tensor("in")))),
 			"2 outputs: only single-output models are supported"},
 		{"two inputs", functional(`, "input_layers": [["in", 0, 0], ["in2", 0, 0]]`, input),

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,19 +21,36 @@ import (
 // .keras archive written by Keras 3 or tf.keras 2.13+. The format is told
 // by the file's content, not its name. Errors name the file and what is
 // wrong.
-func Load(path string) (*Model, error) {
+func Load(path string) (*Model, error) { return LoadWith(path, LoadOptions{}) }
+
+// LoadOptions change how LoadWith reads a model.
+type LoadOptions struct {
+	// Architecture is a JSON file with the architecture of a weights-only
+	// HDF5 file, as Keras's model.to_json() writes it (Keras 2 or 3).
+	// Files that hold their own architecture ignore it; weights-only files
+	// without one are taken for the lab's DeepID.
+	Architecture string
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, opt LoadOptions) (*Model, error) {
 	kind, err := sniff(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var m *Model
 	if kind == zipFile {
-		m, err = loadArchive(path)
+		if m, err = loadArchive(path); err == nil {
+			err = readArchiveLayers(m)
+		}
 	} else {
 		err = h5.Locked(func() (err error) {
-			m, err = load(path)
+			m, err = load(path, opt)
 			return err
 		})
+	}
+	if err == nil {
+		err = m.checkWeights()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -39,7 +58,20 @@ func Load(path string) (*Model, error) {
 	return m, nil
 }
 
-func load(path string) (*Model, error) {
+// architecture reads a model.to_json() file.
+func architecture(path string) (*kerasNode, []*Layer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("architecture %s: %w", path, errors.Unwrap(err))
+	}
+	tree, layers, err := parseModel(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("architecture %s: %w", path, err)
+	}
+	return tree, layers, nil
+}
+
+func load(path string, opt LoadOptions) (*Model, error) {
 	f, err := h5.Open(path)
 	if err != nil {
 		return nil, err
@@ -69,7 +101,13 @@ func load(path string) (*Model, error) {
 		m.FullModel = true
 	case h5.HasAttr(f, "layer_names"):
 		root = &f.CommonFG
-		m.Layers = deepID()
+		if opt.Architecture == "" {
+			m.Layers = deepID()
+		} else if tree, m.Layers, err = architecture(opt.Architecture); err != nil {
+			return nil, err
+		}
+	case f.LinkExists(archiveLayers) || f.LinkExists("vars"):
+		return nil, errors.New("a Keras 3 weights file (.weights.h5) is not supported: save the whole model (model.save) instead")
 	default:
 		return nil, errors.New("not a Keras model: neither a model_config nor a layer_names attribute")
 	}
@@ -103,16 +141,17 @@ func groupsOf(tree *kerasNode) map[string]string {
 	return out
 }
 
-// readWeights loads every Conv2D and Dense layer's kernel and bias, using
-// the weight_names attribute of the layer's group (or, for a layer of a
-// nested model, of the nested model's group).
+// readWeights loads every layer's weights (weightRoles), using the
+// weight_names attribute of the layer's group (or, for a layer of a nested
+// model, of the nested model's group).
 func readWeights(m *Model, root *hdf5.CommonFG, groups map[string]string) error {
 	prefix := ""
 	if m.FullModel {
 		prefix = "model_weights/"
 	}
 	for _, l := range m.Layers {
-		if l.Kind != Conv2D && l.Kind != Dense {
+		roles := l.weightRoles()
+		if roles == nil {
 			continue
 		}
 		group, nested := groups[l.Name]
@@ -126,61 +165,130 @@ func readWeights(m *Model, root *hdf5.CommonFG, groups map[string]string) error 
 		if err != nil {
 			return fmt.Errorf("layer %q: cannot open group %q", l.Name, prefix+group)
 		}
-		names, err := h5.StringsAttr(g, "weight_names")
-		if err != nil {
-			g.Close()
-			return fmt.Errorf("layer %q: %w", l.Name, err)
-		}
-		kernelName, biasName := pickWeights(names, l.Name, nested)
-		if kernelName == "" {
-			g.Close()
-			return fmt.Errorf("layer %q: no kernel listed in weight_names of group %q", l.Name, prefix+group)
-		}
-		l.KernelPath = prefix + group + "/" + kernelName
-		if l.Kernel, l.KernelShape, err = readArray(g, kernelName); err != nil {
-			g.Close()
-			return fmt.Errorf("layer %q: weight %q: %w", l.Name, kernelName, err)
-		}
-		if biasName != "" {
-			l.BiasPath = prefix + group + "/" + biasName
-			if l.Bias, _, err = readArray(g, biasName); err != nil {
-				g.Close()
-				return fmt.Errorf("layer %q: weight %q: %w", l.Name, biasName, err)
-			}
-		}
+		err = readGroupWeights(g, l, roles, prefix+group, nested)
 		g.Close()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// pickWeights finds a layer's kernel and bias among the weight_names of
-// its group. Keras 2 names them "<layer>/kernel:0", Keras 3 by variable
-// path, "<model>/<layer>/kernel". In a nested model's group only names
-// whose parent is the layer count; in the layer's own group the first two
-// names are kernel and bias whatever they are called, as Keras writes them.
-func pickWeights(names []string, layer string, nested bool) (kernel, bias string) {
+func readGroupWeights(g *hdf5.Group, l *Layer, roles []weightRole, group string, nested bool) error {
+	names, err := h5.StringsAttr(g, "weight_names")
+	if err != nil {
+		return fmt.Errorf("layer %q: %w", l.Name, err)
+	}
+	for r, name := range pickWeights(names, l.Name, nested, roles) {
+		role := roles[r]
+		if name == "" {
+			if role.optional {
+				continue
+			}
+			return fmt.Errorf("layer %q: no %s listed in weight_names of group %q", l.Name, role.names[0], group)
+		}
+		v, shape, err := readArray(g, name)
+		if err != nil {
+			return fmt.Errorf("layer %q: weight %q: %w", l.Name, name, err)
+		}
+		role.set(v, shape, group+"/"+name)
+	}
+	return nil
+}
+
+// weightRole is one weight a layer stores: the names Keras gives it (the
+// first is Keras 2's), whether a layer may lack it (a bias with use_bias
+// false), and where it is in the Layer.
+type weightRole struct {
+	names    []string
+	optional bool
+	set      func(v []float32, shape []int, path string)
+	get      func() (v []float32, shape []int)
+}
+
+// weightRoles are l's weights in Keras's order, the order of a layer's
+// weight_names and of its vars in a .keras archive; nil for a layer
+// without weights.
+func (l *Layer) weightRoles() []weightRole {
+	vector := func(v []float32) func() ([]float32, []int) {
+		return func() ([]float32, []int) { return v, []int{len(v)} }
+	}
+	kernel := func(names ...string) weightRole {
+		return weightRole{names, false, func(v []float32, shape []int, path string) { l.Kernel, l.KernelShape, l.KernelPath = v, shape, path },
+			func() ([]float32, []int) { return l.Kernel, l.KernelShape }}
+	}
+	bias := weightRole{[]string{"bias"}, true, func(v []float32, _ []int, path string) { l.Bias, l.BiasPath = v, path }, vector(l.Bias)}
+	switch l.Kind {
+	case Conv2D, Dense:
+		return []weightRole{kernel("kernel"), bias}
+	case DepthwiseConv2D:
+		// Keras 2 calls it depthwise_kernel, Keras 3 kernel.
+		return []weightRole{kernel("depthwise_kernel", "kernel"), bias}
+	case SeparableConv2D:
+		depthwise := weightRole{[]string{"depthwise_kernel"}, false, func(v []float32, shape []int, _ string) { l.Depthwise, l.DepthwiseShape = v, shape },
+			func() ([]float32, []int) { return l.Depthwise, l.DepthwiseShape }}
+		return []weightRole{depthwise, kernel("pointwise_kernel"), bias}
+	case BatchNorm:
+		gamma, beta, mean, variance := l.Norm()
+		var r []weightRole
+		if l.HasGamma {
+			g := kernel("gamma")
+			g.get = vector(gamma)
+			r = append(r, g)
+		}
+		if l.HasBeta {
+			bias.names, bias.optional, bias.get = []string{"beta"}, false, vector(beta)
+			r = append(r, bias)
+		}
+		setMean := func(v []float32, shape []int, path string) {
+			if l.HasGamma {
+				l.Mean = v
+			} else {
+				l.Kernel, l.KernelShape, l.KernelPath = v, shape, path // see Norm
+			}
+		}
+		setVar := func(v []float32, _ []int, _ string) { l.Var = v }
+		return append(r, weightRole{[]string{"moving_mean"}, false, setMean, vector(mean)},
+			weightRole{[]string{"moving_variance"}, false, setVar, vector(variance)})
+	}
+	return nil
+}
+
+// pickWeights finds a layer's weights among the weight_names of its group,
+// one name (or "") per role. Keras 2 names them "<layer>/kernel:0", Keras 3
+// by variable path, "<model>/<layer>/kernel". In a nested model's group
+// only names whose parent is the layer count; in the layer's own group the
+// names come in the layer's weight order whatever they are called, as
+// Keras writes them, so a role no name matches takes the name in its
+// place.
+func pickWeights(names []string, layer string, nested bool, roles []weightRole) []string {
+	picked := make([]string, len(roles))
+	taken := map[string]bool{}
 	for _, n := range names {
 		parts := strings.Split(n, "/")
 		if nested && (len(parts) < 2 || parts[len(parts)-2] != layer) {
 			continue
 		}
-		switch base := parts[len(parts)-1]; {
-		case strings.HasSuffix(base, "kernel:0") || base == "kernel":
-			kernel = n
-		case strings.HasSuffix(base, "bias:0") || base == "bias":
-			bias = n
+		base := parts[len(parts)-1]
+		if i := strings.LastIndexByte(base, ':'); i > 0 {
+			base = base[:i]
+		}
+		for r, role := range roles {
+			if picked[r] == "" && slices.Contains(role.names, base) {
+				picked[r], taken[n] = n, true
+				break
+			}
 		}
 	}
 	if nested {
-		return kernel, bias
+		return picked
 	}
-	if kernel == "" && len(names) > 0 {
-		kernel = names[0]
+	for r := range roles {
+		if picked[r] == "" && r < len(names) && !taken[names[r]] {
+			picked[r], taken[names[r]] = names[r], true
+		}
 	}
-	if bias == "" && len(names) > 1 {
-		bias = names[1]
-	}
-	return kernel, bias
+	return picked
 }
 
 func readArray(g *hdf5.Group, name string) ([]float32, []int, error) {
@@ -250,23 +358,10 @@ func deepID() []*Layer {
 // infer checks the graph and the weights and computes every layer's
 // output shape.
 func (m *Model) infer() error {
-	seen := map[string]*Layer{}
+	if err := InferShapes(m.Layers); err != nil {
+		return err
+	}
 	for _, l := range m.Layers {
-		if seen[l.Name] != nil {
-			return fmt.Errorf("layer %q appears twice", l.Name)
-		}
-		var in []*Layer
-		for _, name := range l.Inputs {
-			p := seen[name]
-			if p == nil {
-				return fmt.Errorf("layer %q: input %q is not an earlier layer", l.Name, name)
-			}
-			in = append(in, p)
-		}
-		seen[l.Name] = l
-		if err := l.inferShape(in); err != nil {
-			return fmt.Errorf("layer %q (%s): %w", l.Name, l.Kind, err)
-		}
 		if l.Kind == Input {
 			if m.Input != nil {
 				return errors.New("more than one input layer")
@@ -292,8 +387,37 @@ func (m *Model) infer() error {
 	if len(last.Shape) != 1 {
 		return fmt.Errorf("last layer %q outputs shape %v, want class scores", last.Name, last.Shape)
 	}
+	if last.Shape[0] < 2 {
+		return fmt.Errorf("last layer %q outputs one score: binary classifiers with a single output are not supported", last.Name)
+	}
 	m.Output = last
 	m.Classes = last.Shape[0]
+	return nil
+}
+
+// InferShapes computes the output shape of each layer, in topological
+// order, from its inputs' and its own configuration and weights (for
+// Conv2D and Dense, their kernel): what New does before checking that the
+// layers make a model, for building one layer by layer.
+func InferShapes(layers []*Layer) error {
+	seen := map[string]*Layer{}
+	for _, l := range layers {
+		if seen[l.Name] != nil {
+			return fmt.Errorf("layer %q appears twice", l.Name)
+		}
+		var in []*Layer
+		for _, name := range l.Inputs {
+			p := seen[name]
+			if p == nil {
+				return fmt.Errorf("layer %q: input %q is not an earlier layer", l.Name, name)
+			}
+			in = append(in, p)
+		}
+		seen[l.Name] = l
+		if err := l.inferShape(in); err != nil {
+			return fmt.Errorf("layer %q (%s): %w", l.Name, l.KerasClass(), err)
+		}
+	}
 	return nil
 }
 
@@ -302,11 +426,18 @@ func (l *Layer) inferShape(in []*Layer) error {
 	switch l.Kind {
 	case Input:
 		want = 0
-	case Add:
+	case Add, Concat:
 		want = -1
 	}
 	if want >= 0 && len(in) != want {
 		return fmt.Errorf("has %d inputs, want %d", len(in), want)
+	}
+	image := func() ([]int, error) {
+		s := in[0].Shape
+		if len(s) != 3 {
+			return nil, fmt.Errorf("input shape %v is not an image", s)
+		}
+		return s, nil
 	}
 	switch l.Kind {
 	case Input:
@@ -314,9 +445,9 @@ func (l *Layer) inferShape(in []*Layer) error {
 			return fmt.Errorf("input shape %v: want (height, width, channels)", l.Shape)
 		}
 	case Conv2D:
-		s := in[0].Shape
-		if len(s) != 3 {
-			return fmt.Errorf("input shape %v is not an image", s)
+		s, err := image()
+		if err != nil {
+			return err
 		}
 		ks := l.KernelShape
 		if len(ks) != 4 {
@@ -340,16 +471,51 @@ func (l *Layer) inferShape(in []*Layer) error {
 			return err
 		}
 		l.Shape = []int{oh, ow, ks[3]}
-	case MaxPool:
-		s := in[0].Shape
-		if len(s) != 3 {
-			return fmt.Errorf("input shape %v is not an image", s)
+	case SeparableConv2D, DepthwiseConv2D:
+		// The weights are checked by checkWeights: a .keras archive's are
+		// read after the shapes.
+		s, err := image()
+		if err != nil {
+			return err
+		}
+		if l.KH < 1 || l.KW < 1 || l.KH > 64 || l.DepthMul < 1 {
+			return fmt.Errorf("kernel_size %dx%d, depth_multiplier %d", l.KH, l.KW, l.DepthMul)
+		}
+		oh, ow, err := window(s[0], s[1], l.KH, l.KW, l.SH, l.SW, l.Same)
+		if err != nil {
+			return err
+		}
+		oc := s[2] * l.DepthMul
+		if l.Kind == SeparableConv2D {
+			oc = l.Filters
+		}
+		l.Shape = []int{oh, ow, oc}
+	case MaxPool, AvgPool:
+		s, err := image()
+		if err != nil {
+			return err
 		}
 		oh, ow, err := window(s[0], s[1], l.KH, l.KW, l.SH, l.SW, l.Same)
 		if err != nil {
 			return err
 		}
 		l.Shape = []int{oh, ow, s[2]}
+	case GlobalAvgPool, GlobalMaxPool:
+		s, err := image()
+		if err != nil {
+			return err
+		}
+		l.Shape = []int{s[2]}
+		if l.KeepDims {
+			l.Shape = []int{1, 1, s[2]}
+		}
+	case ZeroPad:
+		s, err := image()
+		if err != nil {
+			return err
+		}
+		p := l.Pad
+		l.Shape = []int{s[0] + p[0] + p[1], s[1] + p[2] + p[3], s[2]}
 	case Flatten:
 		l.Shape = []int{in[0].Size()}
 	case Dense:
@@ -374,8 +540,45 @@ func (l *Layer) inferShape(in []*Layer) error {
 			}
 		}
 		l.Shape = append([]int(nil), in[0].Shape...)
-	case Activation, Dropout:
-		l.Shape = append([]int(nil), in[0].Shape...)
+	case Concat:
+		if len(in) < 2 {
+			return fmt.Errorf("has %d inputs, want at least 2", len(in))
+		}
+		s0 := in[0].Shape
+		if err := lastAxis(l.Axis, len(s0)); err != nil {
+			return err
+		}
+		l.Shape = slices.Clone(s0)
+		for _, p := range in[1:] {
+			if len(p.Shape) != len(s0) || !equal(p.Shape[:len(s0)-1], s0[:len(s0)-1]) {
+				return fmt.Errorf("inputs of shapes %v and %v do not join on the last axis", s0, p.Shape)
+			}
+			l.Shape[len(s0)-1] += p.Shape[len(s0)-1]
+		}
+	case BatchNorm, Softmax:
+		if err := lastAxis(l.Axis, len(in[0].Shape)); err != nil {
+			return err
+		}
+		l.Shape = slices.Clone(in[0].Shape)
+	case Rescaling:
+		c := in[0].Shape[len(in[0].Shape)-1]
+		for _, v := range [][]float32{l.Scale, l.Offset} {
+			if len(v) != 1 && len(v) != c {
+				return fmt.Errorf("%d scale or offset values for %d channels", len(v), c)
+			}
+		}
+		l.Shape = slices.Clone(in[0].Shape)
+	case Identity:
+		if t := l.Target; t != nil {
+			s := in[0].Shape
+			if len(s) != 3 || s[0] != t[0] || s[1] != t[1] {
+				return fmt.Errorf("changes the size to %dx%d from %v; only a %s to the size the input already has (the identity) is supported",
+					t[0], t[1], s, l.Class)
+			}
+		}
+		l.Shape = slices.Clone(in[0].Shape)
+	case Activation, Dropout, ReLU, LeakyReLU, ELU:
+		l.Shape = slices.Clone(in[0].Shape)
 	default:
 		return fmt.Errorf("unsupported layer type %q", l.Kind)
 	}
@@ -383,6 +586,87 @@ func (l *Layer) inferShape(in []*Layer) error {
 		if d < 1 {
 			return fmt.Errorf("output shape %v is empty", l.Shape)
 		}
+	}
+	return nil
+}
+
+// lastAxis checks that a Keras axis, which counts the batch axis, is the
+// last of an output of the given rank (without the batch axis).
+func lastAxis(axis, rank int) error {
+	// 0, the batch axis, is never meant: it is the zero Axis of a layer
+	// made in memory, which means the last.
+	if axis == -1 || axis == 0 || axis == rank {
+		return nil
+	}
+	return fmt.Errorf("axis %d: only the last axis (-1, the channels) is supported", axis)
+}
+
+// checkWeights checks the weights of the layers whose shapes do not depend
+// on them, once they are read: SeparableConv2D, DepthwiseConv2D,
+// BatchNormalization.
+func (m *Model) checkWeights() error {
+	for _, l := range m.Layers {
+		if err := l.checkWeights(m); err != nil {
+			return fmt.Errorf("layer %q (%s): %w", l.Name, l.KerasClass(), err)
+		}
+	}
+	return nil
+}
+
+func (l *Layer) checkWeights(m *Model) error {
+	want := func(what string, v []float32, shape []int, wantShape ...int) error {
+		if v == nil {
+			return fmt.Errorf("no %s in the file", what)
+		}
+		if shape != nil && !equal(shape, wantShape) {
+			return fmt.Errorf("%s of shape %v, want %v", what, shape, wantShape)
+		}
+		n := 1
+		for _, d := range wantShape {
+			n *= d
+		}
+		if len(v) != n {
+			return fmt.Errorf("%s of %d values, want %d", what, len(v), n)
+		}
+		return nil
+	}
+	if l.Kind != SeparableConv2D && l.Kind != DepthwiseConv2D && l.Kind != BatchNorm {
+		return nil
+	}
+	c := m.Layer(l.Inputs[0]).Channels()
+	oc := l.Channels()
+	switch l.Kind {
+	case SeparableConv2D:
+		if err := want("depthwise kernel", l.Depthwise, l.DepthwiseShape, l.KH, l.KW, c, l.DepthMul); err != nil {
+			return err
+		}
+		if err := want("pointwise kernel", l.Kernel, l.KernelShape, 1, 1, c*l.DepthMul, oc); err != nil {
+			return err
+		}
+	case DepthwiseConv2D:
+		if err := want("depthwise kernel", l.Kernel, l.KernelShape, l.KH, l.KW, c, l.DepthMul); err != nil {
+			return err
+		}
+	case BatchNorm:
+		gamma, beta, mean, variance := l.Norm()
+		for _, w := range []struct {
+			what string
+			v    []float32
+			used bool
+		}{{"gamma", gamma, l.HasGamma}, {"beta", beta, l.HasBeta}, {"moving mean", mean, true}, {"moving variance", variance, true}} {
+			if err := want(w.what, w.v, nil, c); w.used && err != nil {
+				return err
+			}
+		}
+		for i, v := range variance {
+			if !(float64(v)+l.Eps > 0) {
+				return fmt.Errorf("moving variance %g of channel %d with epsilon %g: the normalization divides by zero", v, i, l.Eps)
+			}
+		}
+		return nil
+	}
+	if l.Bias != nil && len(l.Bias) != oc {
+		return fmt.Errorf("bias of %d values for %d channels", len(l.Bias), oc)
 	}
 	return nil
 }
@@ -445,21 +729,69 @@ type modelConfig struct {
 	BuildInputShape []*int          `json:"build_input_shape"`
 }
 
+// layerConfig is the config of any layer. Keys whose type differs between
+// classes (padding: a string or ZeroPadding2D's numbers; scale: a bool or
+// Rescaling's numbers; axis: a number or a list) stay raw.
 type layerConfig struct {
-	Name            string  `json:"name"`
-	BatchInputShape []*int  `json:"batch_input_shape"`
-	BatchShape      []*int  `json:"batch_shape"`
-	Filters         int     `json:"filters"`
-	Units           int     `json:"units"`
-	KernelSize      []int   `json:"kernel_size"`
-	PoolSize        []int   `json:"pool_size"`
-	Strides         []int   `json:"strides"`
-	Padding         string  `json:"padding"`
-	DataFormat      *string `json:"data_format"`
-	DilationRate    []int   `json:"dilation_rate"`
-	Activation      string  `json:"activation"`
-	UseBias         *bool   `json:"use_bias"`
-	Groups          int     `json:"groups"`
+	Name            string          `json:"name"`
+	BatchInputShape []*int          `json:"batch_input_shape"`
+	BatchShape      []*int          `json:"batch_shape"`
+	Filters         int             `json:"filters"`
+	Units           int             `json:"units"`
+	KernelSize      []int           `json:"kernel_size"`
+	PoolSize        []int           `json:"pool_size"`
+	Strides         []int           `json:"strides"`
+	Padding         json.RawMessage `json:"padding"`
+	DataFormat      *string         `json:"data_format"`
+	DilationRate    []int           `json:"dilation_rate"`
+	Activation      activationName  `json:"activation"`
+	UseBias         *bool           `json:"use_bias"`
+	Groups          int             `json:"groups"`
+	DepthMultiplier int             `json:"depth_multiplier"`
+
+	Axis          json.RawMessage `json:"axis"`
+	Epsilon       *float64        `json:"epsilon"`
+	Center        *bool           `json:"center"`
+	Scale         json.RawMessage `json:"scale"`
+	Offset        json.RawMessage `json:"offset"`
+	Renorm        bool            `json:"renorm"`
+	Alpha         *float64        `json:"alpha"`
+	NegativeSlope *float64        `json:"negative_slope"`
+	MaxValue      *float64        `json:"max_value"`
+	Threshold     *float64        `json:"threshold"`
+	Height        int             `json:"height"`
+	Width         int             `json:"width"`
+	KeepDims      bool            `json:"keepdims"`
+}
+
+// activationName is a serialized activation: its name, or in Keras 3 at
+// times an object whose config is the name.
+type activationName string
+
+func (a *activationName) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*a = activationName(s)
+		return nil
+	}
+	var o struct {
+		ClassName string `json:"class_name"`
+		Config    any    `json:"config"`
+	}
+	if err := json.Unmarshal(b, &o); err != nil {
+		return errors.New("activation is neither a name nor an object")
+	}
+	switch c := o.Config.(type) {
+	case string:
+		*a = activationName(c)
+	case nil:
+		*a = ""
+	default:
+		// A layer used as an activation (LeakyReLU(...)): named by its
+		// class, which activation() then refuses.
+		*a = activationName(o.ClassName)
+	}
+	return nil
 }
 
 // kerasNode is the structure of a parsed model: a model's node lists its
@@ -876,6 +1208,14 @@ func convertLayer(class, name string, c *layerConfig) (*Layer, error) {
 	if c.DataFormat != nil && *c.DataFormat != "channels_last" {
 		return nil, fmt.Errorf("data_format %q is not supported (channels_last only)", *c.DataFormat)
 	}
+	if identityClass(class) {
+		l.Kind, l.Class = Identity, class
+		if (class == "Resizing" || class == "RandomCrop") && (c.Height > 0 || c.Width > 0) {
+			l.Target = []int{c.Height, c.Width}
+		}
+		return l, nil
+	}
+	acts := Activations()
 	var err error
 	switch l.Kind {
 	case Input:
@@ -884,7 +1224,7 @@ func convertLayer(class, name string, c *layerConfig) (*Layer, error) {
 			shape = c.BatchShape
 		}
 		return inputFrom(name, shape)
-	case Conv2D:
+	case Conv2D, SeparableConv2D, DepthwiseConv2D:
 		if l.KH, l.KW, err = pair(c.KernelSize, 0, "kernel_size"); err != nil {
 			return nil, err
 		}
@@ -897,12 +1237,19 @@ func convertLayer(class, name string, c *layerConfig) (*Layer, error) {
 		if c.Groups > 1 {
 			return nil, fmt.Errorf("grouped convolution (groups %d) is not supported", c.Groups)
 		}
-		if l.Act, err = activation(c.Activation, "relu", "linear"); err != nil {
+		if l.Kind != Conv2D {
+			l.Filters, l.DepthMul = c.Filters, max(c.DepthMultiplier, 1)
+			if l.Kind == SeparableConv2D && l.Filters < 1 {
+				return nil, fmt.Errorf("filters %d", l.Filters)
+			}
+		}
+		if l.Act, err = activation(string(c.Activation), acts...); err != nil {
 			return nil, err
 		}
+		l.Alpha = activationAlpha(l.Act)
 		l.Same, err = padding(c.Padding)
 		return l, err
-	case MaxPool:
+	case MaxPool, AvgPool:
 		if l.KH, l.KW, err = pair(c.PoolSize, 2, "pool_size"); err != nil {
 			return nil, err
 		}
@@ -913,16 +1260,183 @@ func convertLayer(class, name string, c *layerConfig) (*Layer, error) {
 		}
 		l.Same, err = padding(c.Padding)
 		return l, err
-	case Dense:
-		l.Act, err = activation(c.Activation, "relu", "linear", "softmax")
+	case Dense, Activation:
+		l.Act, err = activation(string(c.Activation), acts...)
+		l.Alpha = activationAlpha(l.Act)
 		return l, err
-	case Activation:
-		l.Act, err = activation(c.Activation, "relu", "linear", "softmax")
+	case BatchNorm:
+		if c.Renorm {
+			return nil, errors.New("batch renormalization (renorm) is not supported")
+		}
+		l.Eps, l.HasBeta, l.HasGamma = 1e-3, true, true
+		if c.Epsilon != nil {
+			l.Eps = *c.Epsilon
+		}
+		if c.Center != nil {
+			l.HasBeta = *c.Center
+		}
+		if len(c.Scale) > 0 && string(c.Scale) != "null" {
+			if err := json.Unmarshal(c.Scale, &l.HasGamma); err != nil {
+				return nil, fmt.Errorf("scale %s: want true or false", c.Scale)
+			}
+		}
+		if !(l.Eps >= 0) {
+			return nil, fmt.Errorf("epsilon %v", l.Eps)
+		}
+		return l, axis(l, c.Axis)
+	case Concat, Softmax:
+		l.Act = "softmax"
+		if l.Kind == Concat {
+			l.Act = ""
+		}
+		return l, axis(l, c.Axis)
+	case ReLU:
+		l.Act = "relu"
+		if c.NegativeSlope != nil {
+			l.Alpha = *c.NegativeSlope
+		}
+		if c.Threshold != nil {
+			l.Threshold = *c.Threshold
+		}
+		if c.MaxValue != nil {
+			if !(*c.MaxValue > 0) {
+				return nil, fmt.Errorf("max_value %v: want a positive number", *c.MaxValue)
+			}
+			l.MaxValue = *c.MaxValue
+		}
+		return l, nil
+	case LeakyReLU, ELU:
+		l.Act, l.Alpha = "leaky_relu", 0.3 // Keras's LeakyReLU default
+		if l.Kind == ELU {
+			l.Act, l.Alpha = "elu", 1
+		}
+		for _, v := range []*float64{c.Alpha, c.NegativeSlope} {
+			if v != nil {
+				l.Alpha = *v
+			}
+		}
+		return l, nil
+	case Rescaling:
+		if l.Scale, err = numbers(c.Scale, 1, "scale"); err != nil {
+			return nil, err
+		}
+		l.Offset, err = numbers(c.Offset, 0, "offset")
 		return l, err
+	case ZeroPad:
+		l.Pad, err = zeroPadding(c.Padding)
+		return l, err
+	case GlobalAvgPool, GlobalMaxPool:
+		l.KeepDims = c.KeepDims
+		return l, nil
 	case Flatten, Add, Dropout:
 		return l, nil
 	}
-	return nil, fmt.Errorf("unsupported layer type %q (supported: InputLayer, Conv2D, MaxPooling2D, Flatten, Dense, Add, Activation, Dropout)", class)
+	return nil, fmt.Errorf("unsupported layer type %q (supported: %s)", class, strings.Join(supportedClasses(), ", "))
+}
+
+// supportedClasses lists the Keras layer classes Load reads.
+func supportedClasses() []string {
+	return []string{"InputLayer", "Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Dense", "BatchNormalization",
+		"MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D",
+		"Flatten", "Add", "Concatenate", "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling",
+		"Resizing and RandomCrop to the input's size", "Dropout and the other dropout and noise layers",
+		"RandomFlip, RandomRotation, RandomZoom, RandomTranslation, RandomContrast, RandomBrightness",
+		"nested Sequential and Functional models"}
+}
+
+// activationAlpha is the parameter an activation named in a string takes
+// by default: Keras 3's leaky_relu slope, elu's alpha.
+func activationAlpha(act string) float64 {
+	switch act {
+	case "leaky_relu":
+		return 0.2
+	case "elu":
+		return 1
+	}
+	return 0
+}
+
+// axis reads the axis of a BatchNormalization, Concatenate or Softmax
+// layer: a number or a one-element list, counting the batch axis, kept
+// for shape inference to check that it is the last.
+func axis(l *Layer, raw json.RawMessage) error {
+	l.Axis = -1
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var list []int
+	if err := json.Unmarshal(raw, &l.Axis); err == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, &list); err != nil || len(list) != 1 {
+		return fmt.Errorf("axis %s: only a single axis, the channels, is supported", raw)
+	}
+	l.Axis = list[0]
+	return nil
+}
+
+// numbers reads a Rescaling scale or offset: a number, a list of numbers
+// (one per channel), or Keras 3's serialized NumPy array.
+func numbers(raw json.RawMessage, def float32, what string) ([]float32, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return []float32{def}, nil
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("%s: %v", what, err)
+	}
+	if o, ok := v.(map[string]any); ok {
+		cfg, _ := o["config"].(map[string]any)
+		v = cfg["value"]
+	}
+	var out []float32
+	var flat func(x any, depth int) bool
+	flat = func(x any, depth int) bool {
+		switch t := x.(type) {
+		case float64:
+			out = append(out, float32(t))
+			return true
+		case []any:
+			for _, e := range t {
+				if depth > 3 || !flat(e, depth+1) {
+					return false
+				}
+			}
+			return true
+		}
+		return false
+	}
+	if !flat(v, 0) || len(out) == 0 {
+		return nil, fmt.Errorf("%s %s: want a number or one per channel", what, raw)
+	}
+	return out, nil
+}
+
+// zeroPadding reads ZeroPadding2D's padding: n, [h, w] or [[t, b], [l, r]].
+func zeroPadding(raw json.RawMessage) ([4]int, error) {
+	var n int
+	if err := json.Unmarshal(raw, &n); err == nil {
+		return [4]int{n, n, n, n}, validPad(n)
+	}
+	var hw []int
+	if err := json.Unmarshal(raw, &hw); err == nil && len(hw) == 2 {
+		return [4]int{hw[0], hw[0], hw[1], hw[1]}, validPad(hw...)
+	}
+	var tblr [][]int
+	if err := json.Unmarshal(raw, &tblr); err == nil && len(tblr) == 2 && len(tblr[0]) == 2 && len(tblr[1]) == 2 {
+		p := [4]int{tblr[0][0], tblr[0][1], tblr[1][0], tblr[1][1]}
+		return p, validPad(p[:]...)
+	}
+	return [4]int{}, fmt.Errorf("padding %s: want a number, two, or two pairs", raw)
+}
+
+func validPad(v ...int) error {
+	for _, x := range v {
+		if x < 0 || x > 1<<12 {
+			return fmt.Errorf("padding %d", x)
+		}
+	}
+	return nil
 }
 
 func activation(a string, allowed ...string) (string, error) {
@@ -937,7 +1451,14 @@ func activation(a string, allowed ...string) (string, error) {
 	return "", fmt.Errorf("activation %q is not supported here (supported: %s)", a, strings.Join(allowed, ", "))
 }
 
-func padding(p string) (bool, error) {
+// padding reads the padding of a window: "valid" (the default) or "same".
+func padding(raw json.RawMessage) (bool, error) {
+	var p string
+	if len(raw) > 0 && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return false, fmt.Errorf("padding %s: want \"valid\" or \"same\"", raw)
+		}
+	}
 	switch p {
 	case "", "valid":
 		return false, nil

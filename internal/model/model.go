@@ -1,8 +1,9 @@
 // Package model reads Keras networks (Keras 2 HDF5 full-model files with a
-// model_config, weights-only files of the lab's DeepID, Keras 3 .keras
-// archives and Keras-3-written HDF5, told apart by content), builds them as
-// gorgonia graphs in NHWC layout, and writes copies of a model file with
-// chosen weights replaced and every other byte kept.
+// model_config, weights-only files with their architecture given or of the
+// lab's DeepID, Keras 3 .keras archives and Keras-3-written HDF5, told
+// apart by content), builds them as gorgonia graphs in NHWC layout, and
+// writes copies of a model file with chosen weights replaced and every
+// other byte kept.
 package model
 
 import (
@@ -22,6 +23,25 @@ const (
 	Add        Kind = "Add"
 	Activation Kind = "Activation"
 	Dropout    Kind = "Dropout"
+
+	SeparableConv2D Kind = "SeparableConv2D" // depthwise, then a 1x1 pointwise Conv2D
+	DepthwiseConv2D Kind = "DepthwiseConv2D"
+	BatchNorm       Kind = "BatchNormalization"
+	AvgPool         Kind = "AveragePooling2D"
+	GlobalAvgPool   Kind = "GlobalAveragePooling2D"
+	GlobalMaxPool   Kind = "GlobalMaxPooling2D"
+	ZeroPad         Kind = "ZeroPadding2D"
+	Concat          Kind = "Concatenate"
+	ReLU            Kind = "ReLU"      // Act "relu" with Alpha, MaxValue, Threshold
+	LeakyReLU       Kind = "LeakyReLU" // Act "leaky_relu" with Alpha
+	ELU             Kind = "ELU"       // Act "elu" with Alpha
+	Softmax         Kind = "Softmax"   // Act "softmax"
+	Rescaling       Kind = "Rescaling"
+	// Identity is a layer that passes its input through at inference:
+	// dropout and noise layers, random augmentation, and a Resizing or
+	// RandomCrop to the size the input already has. Layer.Class keeps the
+	// Keras class.
+	Identity Kind = "Identity"
 )
 
 // Layer is one Keras layer with its weights and output shape.
@@ -30,24 +50,70 @@ type Layer struct {
 	Kind   Kind
 	Inputs []string // names of the layers feeding this one, in order
 
-	// Act is the activation of Conv2D, Dense and Activation layers:
-	// "relu", "linear" or (for the last layer only) "softmax".
-	Act string
+	// Class is the Keras class of an Identity layer ("RandomFlip", ...);
+	// other layers' class is their Kind.
+	Class string
 
-	// Window and strides of Conv2D (kernel) and MaxPooling2D (pool).
+	// Act is the activation of Conv2D, SeparableConv2D, DepthwiseConv2D,
+	// Dense and the activation layers (Activation, ReLU, LeakyReLU, ELU,
+	// Softmax): "linear", "relu", "relu6", "leaky_relu", "elu", "selu",
+	// "sigmoid", "tanh", "swish", "softplus", "softsign", "gelu" or (for
+	// the last layer only) "softmax". Alpha is the negative slope of relu
+	// and leaky_relu and the alpha of elu; MaxValue (0: none) and Threshold
+	// are relu's (Keras's ReLU layer).
+	Act                        string
+	Alpha, MaxValue, Threshold float64
+
+	// Window and strides of the convolutions (kernel) and of
+	// MaxPooling2D and AveragePooling2D (pool).
 	KH, KW, SH, SW int
 	Same           bool // "same" padding, else "valid"
 
-	// Weights of Conv2D (HWIO kernel) and Dense ([in][out] kernel).
+	// Weights of Conv2D (HWIO kernel), Dense ([in][out] kernel),
+	// DepthwiseConv2D (its (KH, KW, C, DepthMul) depthwise kernel) and
+	// SeparableConv2D (its (1, 1, C*DepthMul, Filters) pointwise kernel; the
+	// depthwise one is Depthwise). BatchNormalization keeps gamma in Kernel
+	// and beta in Bias; see Norm. Kernel and Bias are the weights pruning
+	// zeroes and WriteCopy writes.
 	Kernel      []float32
 	KernelShape []int
 	Bias        []float32 // nil when the layer has no bias
 	// Dataset paths of the weights in the model file.
 	KernelPath, BiasPath string
 
+	// Filters of SeparableConv2D, and the depth_multiplier of
+	// DepthwiseConv2D and SeparableConv2D.
+	Filters, DepthMul int
+	// SeparableConv2D's depthwise kernel, (KH, KW, C, DepthMul).
+	Depthwise      []float32
+	DepthwiseShape []int
+
+	// BatchNormalization: whether it has gamma (scale) and beta (center),
+	// its epsilon and moving statistics (see Norm).
+	HasGamma, HasBeta bool
+	Eps               float64
+	Mean, Var         []float32
+
+	// Axis of BatchNormalization, Concatenate and Softmax as configured,
+	// counting the batch axis: -1 or the last, the channels.
+	Axis int
+
+	// Rescaling's scale and offset: one value, or one per channel.
+	Scale, Offset []float32
+	// ZeroPadding2D's padding: top, bottom, left, right.
+	Pad [4]int
+	// Target is the (height, width) of a Resizing or RandomCrop layer.
+	Target []int
+	// KeepDims makes a global pooling output (1, 1, C) instead of (C).
+	KeepDims bool
+
 	// Shape is the output shape without the batch axis: (H, W, C) for
 	// images, (D) for vectors.
 	Shape []int
+
+	// Aliases are other names the layer answers to (Model.Resolve), such
+	// as the node, output and weight names of an ONNX file.
+	Aliases []string
 }
 
 // Size is the number of values the layer outputs per sample.
@@ -70,6 +136,12 @@ type Model struct {
 	Input     *Layer
 	Output    *Layer // its output, before any softmax, is the logits
 	Classes   int
+
+	// Source is what the registered format that read the file (Read)
+	// keeps to write copies of it, and adapter that format; both nil for
+	// Keras files and models made in memory.
+	Source  any
+	adapter *Format
 }
 
 // Layer returns the layer called name, or nil.
@@ -109,6 +181,9 @@ func (m *Model) Clone() *Model {
 		nl.Kernel = slices.Clone(l.Kernel)
 		nl.KernelShape = slices.Clone(l.KernelShape)
 		nl.Bias = slices.Clone(l.Bias)
+		nl.Depthwise = slices.Clone(l.Depthwise)
+		nl.Mean = slices.Clone(l.Mean)
+		nl.Var = slices.Clone(l.Var)
 		nl.Shape = slices.Clone(l.Shape)
 		c.Layers[i] = &nl
 		if l == m.Input {
@@ -122,34 +197,43 @@ func (m *Model) Clone() *Model {
 }
 
 // PruneChannels zeroes the kernel slices and biases of the given output
-// channels of a Conv2D or Dense layer.
+// channels of a Conv2D, SeparableConv2D (its pointwise kernel) or Dense
+// layer, and the channels' weights in the BatchNormalization layers that
+// carry them (PerChannel; Norm says which), so that their output is zero
+// wherever the network reads it: m.Pruned(layer) names the layers changed.
 func (m *Model) PruneChannels(layer string, channels []int) error {
 	l := m.Layer(layer)
 	if l == nil {
 		return fmt.Errorf("no layer %q", layer)
 	}
-	if l.Kind != Conv2D && l.Kind != Dense {
-		return fmt.Errorf("layer %q is a %s, not a Conv2D or Dense layer", layer, l.Kind)
+	if l.Kind != Conv2D && l.Kind != SeparableConv2D && l.Kind != Dense {
+		return fmt.Errorf("layer %q is a %s, not a Conv2D, SeparableConv2D or Dense layer", layer, l.KerasClass())
 	}
-	oc := l.KernelShape[len(l.KernelShape)-1]
+	oc := l.Channels()
 	for _, c := range channels {
 		if c < 0 || c >= oc {
 			return fmt.Errorf("layer %q has no channel %d", layer, c)
 		}
-		for i := c; i < len(l.Kernel); i += oc {
-			l.Kernel[i] = 0
-		}
-		if l.Bias != nil {
-			l.Bias[c] = 0
+	}
+	for _, name := range m.Pruned(layer) {
+		w := m.Layer(name)
+		for _, c := range channels {
+			for i := c; i < len(w.Kernel); i += oc {
+				w.Kernel[i] = 0
+			}
+			if w.Bias != nil {
+				w.Bias[c] = 0
+			}
 		}
 	}
 	return nil
 }
 
-// ZeroChannels lists the output channels of a Conv2D or Dense layer whose
-// kernel slice and bias are all zero: the channels pruning removed.
+// ZeroChannels lists the output channels of a Conv2D, SeparableConv2D or
+// Dense layer whose kernel slice and bias are all zero: the channels
+// pruning removed.
 func (l *Layer) ZeroChannels() []int {
-	if l.Kind != Conv2D && l.Kind != Dense {
+	if l.Kind != Conv2D && l.Kind != SeparableConv2D && l.Kind != Dense {
 		return nil
 	}
 	oc := l.KernelShape[len(l.KernelShape)-1]
@@ -171,6 +255,9 @@ func (l *Layer) ZeroChannels() []int {
 func New(path string, layers []*Layer) (*Model, error) {
 	m := &Model{Path: path, Layers: layers}
 	if err := m.infer(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := m.checkWeights(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return m, nil

@@ -17,13 +17,17 @@ import (
 // WriteCopy writes to dst a copy of the file m was loaded from in which the
 // kernel and bias datasets of the named layers hold m's current weights.
 // Every other byte stays as it was, so attributes, the model_config and the
-// optimizer state survive and Keras loads the copy. A .keras archive is
+// optimizer state survive and Keras loads the copy. A file read by a
+// registered format is copied by that format (Format.WriteCopy). A .keras archive is
 // copied entry by entry, in order and with the same names, every entry
 // byte for byte but model.weights.h5, which is patched the same way. The
 // source is only read. Without force an existing dst is an error.
 func (m *Model) WriteCopy(dst string, force bool, layers ...string) error {
 	if atomicfile.SameFile(m.Path, dst) {
 		return fmt.Errorf("%s: refusing to overwrite the input model", dst)
+	}
+	if m.adapter != nil {
+		return m.writeFormat(dst, force, layers)
 	}
 	kind, err := sniff(m.Path)
 	if err != nil {

@@ -7,12 +7,14 @@
 package prune
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"badprune/internal/h5data"
@@ -26,7 +28,22 @@ import (
 
 // ErrNoDefaultLayer says that no layer to prune could be chosen for the
 // caller.
-var ErrNoDefaultLayer = errors.New("no Conv2D layer feeds the first Dense layer through pooling or flattening")
+var ErrNoDefaultLayer = errors.New("no convolution feeds the classifier through normalization, activation, pooling or flattening")
+
+// AmbiguousLayerError says that a merge (Add, Concatenate) between the
+// last convolutions and the classifier leaves more than one candidate for
+// the layer to prune. It is an ErrNoDefaultLayer.
+type AmbiguousLayerError struct {
+	Merge      string   // the merge layer met first, walking back from the classifier
+	Candidates []string // the last convolutions before it, in model order
+}
+
+func (e *AmbiguousLayerError) Error() string {
+	return fmt.Sprintf("no single last convolution: %s merges the outputs of %s", e.Merge, strings.Join(e.Candidates, ", "))
+}
+
+// Is makes an AmbiguousLayerError match ErrNoDefaultLayer.
+func (e *AmbiguousLayerError) Is(target error) bool { return target == ErrNoDefaultLayer }
 
 // LayerError is a layer that cannot be pruned or ranked.
 type LayerError struct {
@@ -43,27 +60,97 @@ func (e *LayerError) Error() string {
 	return fmt.Sprintf("%s %s: %s", what, e.Name, e.Problem)
 }
 
-// DefaultLayer is the Conv2D layer whose (pooled) output feeds the model's
-// first Dense layer: conv_3 in the lab's DeepID.
+// prunable reports whether pruning takes channels of l: a Conv2D, or a
+// SeparableConv2D (its pointwise convolution's channels).
+func prunable(l *model.Layer) bool {
+	return l.Kind == model.Conv2D || l.Kind == model.SeparableConv2D
+}
+
+// passes reports whether the walk back from the classifier goes through
+// l to find the last convolution: normalization, activations, pooling,
+// padding, flattening, dropout and identity layers.
+func passes(l *model.Layer) bool {
+	switch l.Kind {
+	case model.Flatten, model.Dropout, model.Identity, model.Activation, model.ReLU, model.LeakyReLU, model.ELU,
+		model.BatchNorm, model.Rescaling, model.MaxPool, model.AvgPool, model.GlobalAvgPool, model.GlobalMaxPool, model.ZeroPad:
+		return true
+	}
+	return false
+}
+
+// DefaultLayer is the last convolution before the classifier: the Conv2D
+// or SeparableConv2D layer whose output, through normalization,
+// activation, pooling and flattening, feeds the model's first Dense layer
+// (conv_3 in the lab's DeepID), or, in a network without Dense layers,
+// the convolution before the one that outputs the class scores. Where a
+// merge (Add, Concatenate) joins several such convolutions, the error is
+// an AmbiguousLayerError listing them.
 func DefaultLayer(m *model.Model) (string, error) {
+	var start *model.Layer
 	for _, l := range m.Layers {
-		if l.Kind != model.Dense {
-			continue
+		if l.Kind == model.Dense {
+			start = l
+			break
 		}
-		cur := m.Layer(l.Inputs[0])
-		for cur != nil {
-			switch cur.Kind {
-			case model.Conv2D:
-				return cur.Name, nil
-			case model.Flatten, model.Dropout, model.Activation, model.MaxPool:
-				cur = m.Layer(cur.Inputs[0])
-			default:
-				cur = nil
+	}
+	if start == nil {
+		// The classifier is the convolution the output comes from.
+		start = m.Output
+		for start != nil && !prunable(start) && (passes(start) || start.Kind == model.Softmax) {
+			start = m.Layer(start.Inputs[0])
+		}
+		if start == nil || !prunable(start) {
+			return "", ErrNoDefaultLayer
+		}
+	}
+	cur := m.Layer(start.Inputs[0])
+	for cur != nil && passes(cur) {
+		cur = m.Layer(cur.Inputs[0])
+	}
+	switch {
+	case cur == nil:
+		return "", ErrNoDefaultLayer
+	case prunable(cur):
+		return cur.Name, nil
+	case cur.Kind == model.Add || cur.Kind == model.Concat:
+		found := map[string]bool{}
+		lastConvs(m, cur, found, map[string]bool{})
+		var names []string
+		for _, l := range m.Layers {
+			if found[l.Name] {
+				names = append(names, l.Name)
 			}
 		}
-		break
+		if len(names) == 1 {
+			return names[0], nil
+		}
+		if len(names) > 1 {
+			return "", &AmbiguousLayerError{Merge: cur.Name, Candidates: names}
+		}
 	}
 	return "", ErrNoDefaultLayer
+}
+
+// lastConvs marks the convolutions whose outputs reach the merge l through
+// layers that pass and other merges.
+func lastConvs(m *model.Model, l *model.Layer, found, seen map[string]bool) {
+	if seen[l.Name] {
+		return
+	}
+	seen[l.Name] = true
+	for _, in := range l.Inputs {
+		cur := m.Layer(in)
+		for cur != nil && passes(cur) {
+			cur = m.Layer(cur.Inputs[0])
+		}
+		switch {
+		case cur == nil:
+		case prunable(cur):
+			found[cur.Name] = true
+		case cur.Kind == model.Add || cur.Kind == model.Concat:
+			lastConvs(m, cur, found, seen)
+		}
+	}
 }
 
 // DefaultRankLayer is the last layer that carries layer's channels one to
@@ -75,15 +162,20 @@ func DefaultRankLayer(m *model.Model, layer string) string {
 	return layer
 }
 
-// CheckLayers checks that layer is a Conv2D layer and rank a layer whose
-// channels are layer's: the layer itself or one of model.PerChannel.
+// CheckLayers checks that layer is a Conv2D or SeparableConv2D layer whose
+// pruned channels pruning removes (model.Model.CheckPruning), and rank a
+// layer whose channels are layer's: the layer itself or one of
+// model.PerChannel.
 func CheckLayers(m *model.Model, layer, rank string) error {
 	l := m.Layer(layer)
 	if l == nil {
 		return &LayerError{Name: layer, Problem: "no such layer"}
 	}
-	if l.Kind != model.Conv2D {
-		return &LayerError{Name: layer, Problem: fmt.Sprintf("a %s layer; pruning needs a Conv2D layer", l.Kind)}
+	if !prunable(l) {
+		return &LayerError{Name: layer, Problem: fmt.Sprintf("a %s layer; pruning needs a Conv2D or SeparableConv2D layer", l.KerasClass())}
+	}
+	if err := m.CheckPruning(layer); err != nil {
+		return &LayerError{Name: layer, Problem: err.Error()}
 	}
 	if m.Layer(rank) == nil {
 		return &LayerError{Rank: true, Name: rank, Problem: "no such layer"}
@@ -189,6 +281,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	if err != nil {
 		return nil, &LayerError{Name: cfg.Layer, Problem: err.Error()}
 	}
+	defer head.Close()
 	if cfg.Batch < 1 {
 		cfg.Batch = 256
 	}
@@ -259,15 +352,20 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	cv.Hits = make([]int, steps+1)
 	cfg.Progress.Start("pruning, every step", total, "images")
 	var mu sync.Mutex
+	var stepErr error // the first error of a job
 	job := func(dst []int, in [][]float32, labels []int) func() {
 		return func() {
-			hits, st := steps1(head, in, labels, cv.Order)
+			hits, st, err := steps1(head, in, labels, cv.Order)
 			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				stepErr = cmp.Or(stepErr, err)
+				return
+			}
 			for k := range hits {
 				dst[k] += hits[k]
 			}
 			cv.Stats.Add(st)
-			mu.Unlock()
 			cfg.Progress.Add(len(labels))
 		}
 	}
@@ -301,7 +399,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	}
 	<-cleanDone
 	if werr := pool.Wait(); err == nil {
-		err = werr
+		err = cmp.Or(werr, stepErr)
 	}
 	if err != nil {
 		return nil, err
@@ -311,7 +409,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 
 // steps1 prunes order one channel at a time on a chunk of samples and
 // counts the hits before and after each step.
-func steps1(h *incr.Head, in [][]float32, labels []int, order []int) ([]int, incr.Stats) {
+func steps1(h *incr.Head, in [][]float32, labels []int, order []int) ([]int, incr.Stats, error) {
 	n := len(labels)
 	s := h.NewState(n, in...)
 	hits := make([]int, len(order)+1)
@@ -320,5 +418,5 @@ func steps1(h *incr.Head, in [][]float32, labels []int, order []int) ([]int, inc
 		s.Zero([]int{c})
 		hits[k+1] = metrics.Hits(s.Pred, labels)
 	}
-	return hits, s.Stats
+	return hits, s.Stats, s.Err()
 }

@@ -1,11 +1,13 @@
 package prune
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
 
 	"badprune/internal/model"
+	"badprune/internal/testsupport/fixture"
 )
 
 func TestRank(t *testing.T) {
@@ -68,7 +70,7 @@ func TestDefaultLayers(t *testing.T) {
 		{"conv_3", "pool_3", ""},
 		{"conv_3", "conv_3", ""},
 		{"nope", "pool_3", "layer nope: no such layer"},
-		{"fc_1", "fc_1", "a Dense layer; pruning needs a Conv2D layer"},
+		{"fc_1", "fc_1", "a Dense layer; pruning needs a Conv2D or SeparableConv2D layer"},
 		{"conv_3", "pool_2", "rank layer pool_2: not conv_3 or a pooling layer after it"},
 		{"conv_3", "zz", "rank layer zz: no such layer"},
 	} {
@@ -80,3 +82,117 @@ func TestDefaultLayers(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestDefaultLayersNewModels(t *testing.T) {
+	mk := func(f func(uint64) (*model.Model, error)) *model.Model {
+		m, err := f(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	// A network without Dense layers: the class scores come from a
+	// convolution, averaged (SqueezeNet's head).
+	b := fixture.NewBuilder(1, 8, 8, 3)
+	b.Add(&model.Layer{Name: "fire", Kind: model.Conv2D, KH: 3, KW: 3, Filters: 6, Act: "relu"}, false)
+	b.Add(&model.Layer{Name: "drop", Kind: model.Dropout}, false)
+	b.Add(&model.Layer{Name: "classes", Kind: model.Conv2D, KH: 1, KW: 1, Filters: 4, Act: "relu"}, false)
+	b.Add(&model.Layer{Name: "gap", Kind: model.GlobalAvgPool}, false)
+	b.Add(&model.Layer{Name: "probs", Kind: model.Softmax, Act: "softmax"}, false)
+	squeeze, err := b.Model("squeeze")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		m           *model.Model
+		layer, rank string
+	}{
+		{mk(fixture.Layers), "sep", "drop"},
+		{mk(fixture.Activations), "c_gelu", "elu"},
+		{squeeze, "fire", "drop"},
+	} {
+		l, err := DefaultLayer(tc.m)
+		if err != nil || l != tc.layer {
+			t.Errorf("%s: DefaultLayer = %q, %v; want %s", tc.m.Path, l, err, tc.layer)
+		}
+		if r := DefaultRankLayer(tc.m, tc.layer); r != tc.rank {
+			t.Errorf("%s: DefaultRankLayer(%s) = %q, want %s", tc.m.Path, tc.layer, r, tc.rank)
+		}
+	}
+	_, err = DefaultLayer(mk(fixture.Merge))
+	var amb *AmbiguousLayerError
+	if !errors.As(err, &amb) || !errors.Is(err, ErrNoDefaultLayer) || amb.Merge != "sum" || !slices.Equal(amb.Candidates, []string{"mix", "short"}) {
+		t.Errorf("merge: DefaultLayer error %v, want the candidates mix, short of sum", err)
+	} else if want := "no single last convolution: sum merges the outputs of mix, short"; err.Error() != want {
+		t.Errorf("merge: %q, want %q", err, want)
+	}
+}
+
+// TestPruningRefusals: pruning whose channels would not be removed (a
+// layer after the convolution maps zero to non-zero) is refused, naming
+// that layer.
+func TestPruningRefusals(t *testing.T) {
+	acts, err := fixture.Activations(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(after ...*model.Layer) *model.Model {
+		b := fixture.NewBuilder(2, 8, 8, 3)
+		b.Add(&model.Layer{Name: "conv", Kind: model.Conv2D, KH: 3, KW: 3, Filters: 4, Act: "linear"}, false)
+		for _, l := range after {
+			b.Add(l, false)
+		}
+		b.Add(&model.Layer{Name: "flat", Kind: model.Flatten}, false)
+		b.Add(&model.Layer{Name: "out", Kind: model.Dense, Filters: 3, Act: "softmax"}, false)
+		m, err := b.Model("refusal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	sigmoidConv := build()
+	sigmoidConv.Layer("conv").Act = "sigmoid"
+	// A BatchNormalization on a branch beside the chain: pruning does not
+	// reach its weights.
+	b := fixture.NewBuilder(2, 8, 8, 3)
+	b.Add(&model.Layer{Name: "conv", Kind: model.Conv2D, KH: 3, KW: 3, Filters: 4, Act: "relu"}, false)
+	b.Add(&model.Layer{Name: "bn", Kind: model.BatchNorm, HasGamma: true, HasBeta: true}, false, "conv")
+	b.Add(&model.Layer{Name: "pool", Kind: model.MaxPool, KH: 2, KW: 2, SH: 2, SW: 2}, false, "conv")
+	b.Add(&model.Layer{Name: "gap_bn", Kind: model.GlobalAvgPool}, false, "bn")
+	b.Add(&model.Layer{Name: "gap_pool", Kind: model.GlobalAvgPool}, false, "pool")
+	b.Add(&model.Layer{Name: "join", Kind: model.Concat}, false, "gap_bn", "gap_pool")
+	b.Add(&model.Layer{Name: "out", Kind: model.Dense, Filters: 3, Act: "softmax"}, false)
+	branch, err := b.Model("branch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		m     *model.Model
+		layer string
+		want  string
+	}{
+		{sigmoidConv, "conv", "layer conv: its activation sigmoid maps a pruned channel to 0.5, not 0"},
+		{build(&model.Layer{Name: "sig", Kind: model.Activation, Act: "sigmoid"}), "conv",
+			`layer conv: layer "sig" (Activation sigmoid) after it maps a zero channel to 0.5: its pruned channels would not be removed`},
+		{build(&model.Layer{Name: "shift", Kind: model.Rescaling, Scale: []float32{2}, Offset: []float32{0.5}}), "conv",
+			`layer "shift" (Rescaling) after it maps a zero channel to non-zero values`},
+		{build(&model.Layer{Name: "bn", Kind: model.BatchNorm, HasGamma: true, HasBeta: true},
+			&model.Layer{Name: "soft", Kind: model.Activation, Act: "softplus"}), "conv", `layer "soft" (Activation softplus) after it maps a zero channel to 0.693`},
+		{branch, "conv", `layer "bn" (BatchNormalization) after it maps a zero channel to non-zero values`},
+		{acts, "c_gelu", `layer "shifted_relu" (ReLU) after it maps a zero channel to -0.02`},
+	} {
+		err := CheckLayers(tc.m, tc.layer, tc.layer)
+		var le *LayerError
+		if !errors.As(err, &le) || le.Name != tc.layer || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %s: CheckLayers error %v, want %q", tc.m.Path, tc.layer, err, tc.want)
+		}
+	}
+	// Through a BatchNormalization on the chain, and a Rescaling without
+	// offset, pruning is fine.
+	ok := build(&model.Layer{Name: "bn", Kind: model.BatchNorm, HasBeta: true},
+		&model.Layer{Name: "scale", Kind: model.Rescaling, Scale: []float32{2}, Offset: []float32{0}},
+		&model.Layer{Name: "act", Kind: model.Activation, Act: "tanh"})
+	if err := CheckLayers(ok, "conv", "act"); err != nil {
+		t.Errorf("conv, bn, rescaling, tanh: %v", err)
+	}
+}

@@ -17,9 +17,12 @@ import (
 type EvalConfig struct {
 	Model    string   // B
 	Repaired []string // the B' files
-	Test     string   // the clean test set
-	BDTest   string   // the poisoned test set; "" for none
-	Data     dataset.Options
+	// Architecture is the architecture of weights-only Keras files among
+	// B and the B' (Config.Architecture).
+	Architecture string
+	Test         string // the clean test set
+	BDTest       string // the poisoned test set; "" for none
+	Data         dataset.Options
 	// JSON, when not "", is where the document is written (published only
 	// when the whole evaluation succeeded).
 	JSON  string
@@ -44,13 +47,13 @@ func Evaluate(ctx context.Context, cfg EvalConfig, rep *progress.Reporter) (*Eva
 		}
 		defer run.Abort()
 	}
-	b, err := model.Load(cfg.Model)
+	b, err := ReadModel(cfg.Model, cfg.Architecture)
 	if err != nil {
 		return nil, err
 	}
 	var repaired []*model.Model
 	for _, f := range cfg.Repaired {
-		r, err := model.Load(f)
+		r, err := ReadModel(f, cfg.Architecture)
 		if err != nil {
 			return nil, err
 		}
@@ -68,7 +71,8 @@ func Evaluate(ctx context.Context, cfg EvalConfig, rep *progress.Reporter) (*Eva
 	if err != nil {
 		return nil, err
 	}
-	ev := &Evaluation{Doc: report.Eval{Test: cfg.Test, NTest: test.N, Results: rows}, Classes: b.Classes}
+	ev := &Evaluation{Doc: report.Eval{Test: cfg.Test, Norm: report.Norm{Mean: cfg.Data.Mean, Std: cfg.Data.Std},
+		NTest: test.N, Results: rows}, Classes: b.Classes}
 	if bd != nil {
 		bdPath := cfg.BDTest
 		ev.Doc.BDTest = &bdPath

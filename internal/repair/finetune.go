@@ -7,27 +7,28 @@ import (
 
 	"badprune/internal/dataset"
 	"badprune/internal/finetune"
-	"badprune/internal/model"
 	"badprune/internal/outdir"
 	"badprune/internal/train"
 )
 
 // FinetuneConfig is the fine-tuning of one pruned network file.
 type FinetuneConfig struct {
-	Model   string // the pruned network B'
-	Valid   string // the clean set to train on
-	BDValid string // a poisoned set for the attack success per epoch; "" for none
-	Out     string // the file to write
-	Force   bool   // replace an existing Out
-	Data    dataset.Options
-	Options finetune.Options
+	Model string // the pruned network B'
+	// Architecture is that of a weights-only Keras B' (Config.Architecture).
+	Architecture string
+	Valid        string // the clean set to train on
+	BDValid      string // a poisoned set for the attack success per epoch; "" for none
+	Out          string // the file to write
+	Force        bool   // replace an existing Out
+	Data         dataset.Options
+	Options      finetune.Options
 }
 
 // Finetune fine-tunes the network in cfg.Model, its pruned channels held
 // at zero, and writes the kept epoch's network to cfg.Out: a copy of the
 // input file in which only weights changed.
 func Finetune(ctx context.Context, cfg FinetuneConfig) (*finetune.Result, error) {
-	m, err := model.Load(cfg.Model)
+	m, err := ReadModel(cfg.Model, cfg.Architecture)
 	if err != nil {
 		return nil, err
 	}

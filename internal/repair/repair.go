@@ -26,15 +26,18 @@ import (
 
 // Config is one run of the defense.
 type Config struct {
-	Model      string // the backdoored network B
-	Valid      string // the clean validation set
-	BDValid    string // the poisoned validation set; "" for none
-	Data       dataset.Options
-	Thresholds []float64 // accuracy drops (points) at which to save B'_X
-	Layer      string    // the Conv2D layer to prune; "" for prune.DefaultLayer
-	RankLayer  string    // the layer that ranks its channels; "" for prune.DefaultRankLayer
-	Out        string    // the output folder
-	Force      bool      // replace existing outputs
+	Model string // the backdoored network B
+	// Architecture is a model.to_json() file giving the architecture of a
+	// weights-only Keras model file (model.LoadOptions); "" for none.
+	Architecture string
+	Valid        string // the clean validation set
+	BDValid      string // the poisoned validation set; "" for none
+	Data         dataset.Options
+	Thresholds   []float64 // accuracy drops (points) at which to save B'_X
+	Layer        string    // the Conv2D layer to prune; "" for prune.DefaultLayer
+	RankLayer    string    // the layer that ranks its channels; "" for prune.DefaultRankLayer
+	Out          string    // the output folder
+	Force        bool      // replace existing outputs
 
 	// Finetune, when not nil, fine-tunes each B'_X on the clean set; its
 	// OnEpoch is not called (see OnEpoch).
@@ -62,7 +65,7 @@ func (r *Result) Last() report.Step {
 
 // Run runs the defense as cfg says, reporting progress on rep.
 func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, error) {
-	b, err := model.Load(cfg.Model)
+	b, err := ReadModel(cfg.Model, cfg.Architecture)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +110,7 @@ func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, erro
 	}
 	res := &Result{N: curve.N, NBD: curve.NBD, Ext: ext}
 	log := &res.Log
-	*log = report.PruneLog{Model: cfg.Model, Valid: cfg.Valid, Layer: layer, RankLayer: rank,
+	*log = report.PruneLog{Model: cfg.Model, Valid: cfg.Valid, Norm: report.Norm{Mean: cfg.Data.Mean, Std: cfg.Data.Std}, Layer: layer, RankLayer: rank,
 		BaseAcc: curve.Step(0).Acc, MeanActivation: curve.Mean, Order: curve.Order,
 		Thresholds: cfg.Thresholds, Saved: map[string]report.Saved{}}
 	if bd != nil {
@@ -140,13 +143,13 @@ func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, erro
 			return nil, err
 		}
 		name := report.RepairedName(x, ext)
-		if err := bp.WriteCopy(run.Path(name), true, layer); err != nil {
+		if err := bp.WriteCopy(run.Path(name), true, bp.Pruned(layer)...); err != nil {
 			return nil, err
 		}
 		saved := report.Saved{Step: k, File: run.Final(name), Valid: report.Valid{ValidAcc: st.Acc, ValidASR: rate(st.ASR)}, Pruned: pruned}
 		if ft != nil {
 			ftName := report.FinetunedName(x, ext)
-			if saved.Finetune, err = ft.run(ctx, bp, name, run.Path(ftName), run.Final(ftName)); err != nil {
+			if saved.Finetune, err = ft.run(ctx, bp, layer, name, run.Path(ftName), run.Final(ftName)); err != nil {
 				return nil, err
 			}
 		}
@@ -171,9 +174,16 @@ func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, erro
 }
 
 // Layers resolves the layer to prune and the rank layer, choosing defaults
-// for empty names, and checks them.
+// for empty names, and checks them. A name may be any a layer answers to
+// (model.Model.Resolve); the layers' own names are returned.
 func Layers(b *model.Model, layer, rank string) (string, string, error) {
 	var err error
+	if l, ok := b.Resolve(layer); ok {
+		layer = l
+	}
+	if r, ok := b.Resolve(rank); ok {
+		rank = r
+	}
 	if layer == "" {
 		if layer, err = prune.DefaultLayer(b); err != nil {
 			return "", "", fmt.Errorf("%s: %w", b.Path, err)
@@ -196,7 +206,8 @@ type fineTuner struct {
 	clean, bd train.Data
 }
 
-func (f *fineTuner) run(ctx context.Context, bp *model.Model, name, path, final string) (*report.Finetune, error) {
+// run fine-tunes bp, B pruned at layer, and writes it to path.
+func (f *fineTuner) run(ctx context.Context, bp *model.Model, layer, name, path, final string) (*report.Finetune, error) {
 	if f.clean.N() == 0 {
 		var err error
 		if f.clean, err = f.cfg.Data.Load(ctx, f.cfg.Valid, f.b); err != nil {
@@ -218,10 +229,27 @@ func (f *fineTuner) run(ctx context.Context, bp *model.Model, name, path, final 
 	if err != nil {
 		return nil, fmt.Errorf("fine-tuning %s: %w", name, err)
 	}
-	if err := m.WriteCopy(path, true, finetune.Trained(m)...); err != nil {
+	// The copy is of B's file: besides what fine-tuning trained, it takes
+	// what pruning changed that training does not (BatchNormalization).
+	written := finetune.Trained(m)
+	for _, l := range m.Pruned(layer) {
+		if !slices.Contains(written, l) {
+			written = append(written, l)
+		}
+	}
+	if err := m.WriteCopy(path, true, written...); err != nil {
 		return nil, err
 	}
 	return res.Report(final), nil
+}
+
+// ReadModel reads a model file of any format (model.Read); arch, when not
+// "", is the architecture of a weights-only Keras file (model.LoadWith).
+func ReadModel(path, arch string) (*model.Model, error) {
+	if arch != "" {
+		return model.LoadWith(path, model.LoadOptions{Architecture: arch})
+	}
+	return model.Read(path)
 }
 
 // rate is a percentage for the log: nil when not measured (NaN).

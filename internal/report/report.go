@@ -30,9 +30,17 @@ type Row struct {
 type Eval struct {
 	Test    string  `json:"test"`
 	BDTest  *string `json:"bd_test"`
+	Norm            // of the test sets' images
 	NTest   int     `json:"n_test"`
 	NBDTest int     `json:"n_bd_test"`
 	Results []Row   `json:"results"`
+}
+
+// Norm is the normalization of the images the numbers of a document come
+// from, (x*scale - mean) / std; absent when there was none.
+type Norm struct {
+	Mean []float64 `json:"mean,omitempty"`
+	Std  []float64 `json:"std,omitempty"`
 }
 
 // Step is one point of the pruning curve.
@@ -80,6 +88,7 @@ type PruneLog struct {
 	Model          string           `json:"model"`
 	Valid          string           `json:"valid"`
 	BDValid        *string          `json:"bd_valid"`
+	Norm                            // of the validation sets' images
 	Layer          string           `json:"layer"`
 	RankLayer      string           `json:"rank_layer"`
 	BaseAcc        float64          `json:"base_acc"`

@@ -2,6 +2,15 @@
 // softmax cross-entropy, with gorgonia's symbolic differentiation over the
 // same graph code inference uses. Channels can be held at zero (pruned
 // channels stay pruned while fine-tuning).
+//
+// The weights trained are the kernels and biases of Conv2D, Dense and
+// DepthwiseConv2D layers and SeparableConv2D's pointwise kernel and bias:
+// those a repaired file carries. BatchNormalization is frozen, normalizing
+// with its moving statistics as at inference, and its gamma and beta stay
+// as they are: batch statistics of the few hundred clean images
+// Fine-Pruning fine-tunes on would be noisy, and a pruned channel's zeroed
+// gamma and beta keep its output zero. This is what Keras does for a
+// BatchNormalization layer that is not trainable.
 package train
 
 import (
@@ -98,11 +107,11 @@ func New(m *model.Model, opt Options) (*Trainer, error) {
 		}
 	}
 	if _, err := G.Grad(t.loss, t.params...); err != nil {
-		return nil, fmt.Errorf("train: gradient: %w", err)
+		return nil, fmt.Errorf("train: no gradient through the network: %w", err)
 	}
 	for name, chans := range opt.Masks {
 		l := m.Layer(name)
-		if l == nil || (l.Kind != model.Conv2D && l.Kind != model.Dense) {
+		if l == nil || (l.Kind != model.Conv2D && l.Kind != model.SeparableConv2D && l.Kind != model.Dense) {
 			return nil, fmt.Errorf("train: cannot hold channels of %q", name)
 		}
 		oc := l.KernelShape[len(l.KernelShape)-1]

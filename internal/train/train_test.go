@@ -126,13 +126,29 @@ func xent(m *model.Model, d Data) float64 {
 	return total / float64(d.N())
 }
 
-// TestGradients checks the graph's gradients of every parameter of a model
+// TestGradients checks the graph's gradients of every parameter of models
 // using every layer type against central differences of the oracle's loss.
+// BatchNormalization is frozen (its weights are constants) but passes the
+// gradient through.
 func TestGradients(t *testing.T) {
-	m, err := fixture.General(5)
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		make func(uint64) (*model.Model, error)
+	}{
+		{"general", fixture.General},
+		{"layers", fixture.Layers},
+		{"merge", fixture.Merge},
+		{"activations", fixture.Activations},
+	} {
+		m, err := tc.make(5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkGradients(t, tc.name, m)
 	}
+}
+
+func checkGradients(t *testing.T, name string, m *model.Model) {
 	h, w, c := m.InputShape()
 	r := rand.New(rand.NewPCG(8, 8))
 	const n = 4
@@ -171,13 +187,13 @@ func TestGradients(t *testing.T) {
 			vals[i] = old
 			fd := (up - down) / (hi - lo)
 			if math.Abs(fd-float64(grad[i])) > 2e-3*(1+math.Abs(fd)) {
-				t.Errorf("%s[%d]: gradient %g, finite difference %g", p.Name(), i, grad[i], fd)
+				t.Errorf("%s: %s[%d]: gradient %g, finite difference %g", name, p.Name(), i, grad[i], fd)
 			}
 			checked++
 		}
 	}
 	if checked < 40 {
-		t.Fatalf("checked only %d entries", checked)
+		t.Fatalf("%s: checked only %d entries", name, checked)
 	}
 }
 

@@ -40,8 +40,30 @@ func Forward(m *model.Model, img []float32, opt Options) map[string][]float64 {
 			}
 		case model.Conv2D:
 			y = conv(in[0], shapes[0], l)
-		case model.MaxPool:
+		case model.DepthwiseConv2D:
+			y = depthwise(in[0], shapes[0], l, l.Kernel, l.KernelShape, l.Bias)
+		case model.SeparableConv2D:
+			d := depthwise(in[0], shapes[0], l, l.Depthwise, l.DepthwiseShape, nil)
+			p := *l
+			p.KH, p.KW, p.SH, p.SW, p.Same = 1, 1, 1, 1, false
+			y = conv(d, []int{l.Shape[0], l.Shape[1], l.DepthwiseShape[2] * l.DepthwiseShape[3]}, &p)
+		case model.MaxPool, model.AvgPool:
 			y = pool(in[0], shapes[0], l)
+		case model.GlobalAvgPool, model.GlobalMaxPool:
+			y = globalPool(in[0], shapes[0], l.Kind == model.GlobalMaxPool)
+		case model.ZeroPad:
+			y = zeroPad(in[0], shapes[0], l)
+		case model.BatchNorm:
+			y = batchNorm(in[0], l)
+		case model.Rescaling:
+			y = make([]float64, len(in[0]))
+			for i, v := range in[0] {
+				y[i] = v*float64(l.Scale[i%l.Channels()%len(l.Scale)]) + float64(l.Offset[i%l.Channels()%len(l.Offset)])
+			}
+		case model.Concat:
+			y = concat(in, shapes)
+		case model.Activation, model.Dropout, model.Identity, model.ReLU, model.LeakyReLU, model.ELU, model.Softmax:
+			y = append([]float64(nil), in[0]...)
 		case model.Flatten:
 			y = append([]float64(nil), in[0]...)
 			if opt.FlattenNCHW && len(shapes[0]) == 3 {
@@ -61,12 +83,10 @@ func Forward(m *model.Model, img []float32, opt Options) map[string][]float64 {
 					y[i] += v[i]
 				}
 			}
-		case model.Activation, model.Dropout:
-			y = append([]float64(nil), in[0]...)
 		}
-		if l.Act == "relu" {
+		if act := m.Applied(l); act != "linear" {
 			for i := range y {
-				y[i] = math.Max(y[i], 0)
+				y[i] = activate(act, l, y[i])
 			}
 		}
 		if l.Name == opt.MaskLayer {
@@ -106,6 +126,160 @@ func samePad(in, k, s int) (int, int) {
 		p = 0
 	}
 	return p / 2, o
+}
+
+// activate is Keras's activation act (keras.activations) of x, with l's
+// parameters.
+func activate(act string, l *model.Layer, x float64) float64 {
+	sigmoid := 1 / (1 + math.Exp(-x))
+	switch act {
+	case "relu":
+		// backend relu(x, negative_slope, max_value, threshold)
+		y := 0.0
+		if x > l.Threshold {
+			y = x
+		}
+		if l.MaxValue > 0 {
+			y = math.Min(math.Max(y, 0), l.MaxValue)
+		}
+		return y - l.Alpha*math.Max(l.Threshold-x, 0)
+	case "relu6":
+		return math.Min(math.Max(x, 0), 6)
+	case "leaky_relu":
+		if x < 0 {
+			return l.Alpha * x
+		}
+		return x
+	case "elu":
+		if x > 0 {
+			return x
+		}
+		return l.Alpha * (math.Exp(x) - 1)
+	case "selu":
+		const alpha, scale = 1.67326324, 1.05070098
+		if x > 0 {
+			return scale * x
+		}
+		return scale * alpha * (math.Exp(x) - 1)
+	case "sigmoid":
+		return sigmoid
+	case "tanh":
+		return math.Tanh(x)
+	case "swish", "silu":
+		return x * sigmoid
+	case "softplus":
+		return math.Log(1 + math.Exp(x))
+	case "softsign":
+		return x / (1 + math.Abs(x))
+	case "gelu":
+		return 0.5 * x * (1 + math.Erf(x/math.Sqrt2))
+	}
+	panic("oracle: activation " + act)
+}
+
+// batchNorm is gamma·(x - mean)/sqrt(variance + epsilon) + beta per channel.
+func batchNorm(x []float64, l *model.Layer) []float64 {
+	gamma, beta, mean, variance := l.Norm()
+	c := len(variance)
+	y := make([]float64, len(x))
+	for i, v := range x {
+		ch := i % c
+		y[i] = (v - float64(mean[ch])) / math.Sqrt(float64(variance[ch])+l.Eps)
+		if gamma != nil {
+			y[i] *= float64(gamma[ch])
+		}
+		if beta != nil {
+			y[i] += float64(beta[ch])
+		}
+	}
+	return y
+}
+
+// depthwise convolves each input channel c with kernel k[:, :, c, m] into
+// output channel c·M+m (k of shape ks = (KH, KW, C, M)), plus bias.
+func depthwise(x []float64, s []int, l *model.Layer, k []float32, ks []int, bias []float32) []float64 {
+	h, w, c := s[0], s[1], s[2]
+	kh, kw, dm := ks[0], ks[1], ks[3]
+	oh, ow := l.Shape[0], l.Shape[1]
+	pt, pl := 0, 0
+	if l.Same {
+		pt, _ = samePad(h, kh, l.SH)
+		pl, _ = samePad(w, kw, l.SW)
+	}
+	y := make([]float64, oh*ow*c*dm)
+	for oy := 0; oy < oh; oy++ {
+		for ox := 0; ox < ow; ox++ {
+			for ci := 0; ci < c; ci++ {
+				for m := 0; m < dm; m++ {
+					o := ci*dm + m
+					sum := 0.0
+					if bias != nil {
+						sum = float64(bias[o])
+					}
+					for ky := 0; ky < kh; ky++ {
+						for kx := 0; kx < kw; kx++ {
+							iy, ix := oy*l.SH+ky-pt, ox*l.SW+kx-pl
+							if iy >= 0 && iy < h && ix >= 0 && ix < w {
+								sum += x[(iy*w+ix)*c+ci] * float64(k[((ky*kw+kx)*c+ci)*dm+m])
+							}
+						}
+					}
+					y[(oy*ow+ox)*c*dm+o] = sum
+				}
+			}
+		}
+	}
+	return y
+}
+
+func globalPool(x []float64, s []int, max bool) []float64 {
+	hw, c := s[0]*s[1], s[2]
+	y := make([]float64, c)
+	for ch := 0; ch < c; ch++ {
+		acc := 0.0
+		if max {
+			acc = math.Inf(-1)
+		}
+		for p := 0; p < hw; p++ {
+			if max {
+				acc = math.Max(acc, x[p*c+ch])
+			} else {
+				acc += x[p*c+ch]
+			}
+		}
+		if !max {
+			acc /= float64(hw)
+		}
+		y[ch] = acc
+	}
+	return y
+}
+
+func zeroPad(x []float64, s []int, l *model.Layer) []float64 {
+	h, w, c := s[0], s[1], s[2]
+	ow := l.Shape[1]
+	y := make([]float64, l.Size())
+	for iy := 0; iy < h; iy++ {
+		for ix := 0; ix < w; ix++ {
+			for ch := 0; ch < c; ch++ {
+				y[((iy+l.Pad[0])*ow+ix+l.Pad[2])*c+ch] = x[(iy*w+ix)*c+ch]
+			}
+		}
+	}
+	return y
+}
+
+// concat joins its inputs on the last axis.
+func concat(in [][]float64, shapes [][]int) []float64 {
+	var y []float64
+	rows := len(in[0]) / shapes[0][len(shapes[0])-1]
+	for r := 0; r < rows; r++ {
+		for i, x := range in {
+			c := shapes[i][len(shapes[i])-1]
+			y = append(y, x[r*c:(r+1)*c]...)
+		}
+	}
+	return y
 }
 
 func conv(x []float64, s []int, l *model.Layer) []float64 {
@@ -155,7 +329,7 @@ func pool(x []float64, s []int, l *model.Layer) []float64 {
 	for oy := 0; oy < oh; oy++ {
 		for ox := 0; ox < ow; ox++ {
 			for ch := 0; ch < c; ch++ {
-				m := math.Inf(-1)
+				m, sum, n := math.Inf(-1), 0.0, 0
 				for py := 0; py < l.KH; py++ {
 					for px := 0; px < l.KW; px++ {
 						iy, ix := oy*l.SH+py-pt, ox*l.SW+px-pl
@@ -163,7 +337,12 @@ func pool(x []float64, s []int, l *model.Layer) []float64 {
 							continue
 						}
 						m = math.Max(m, x[(iy*w+ix)*c+ch])
+						sum += x[(iy*w+ix)*c+ch]
+						n++
 					}
+				}
+				if l.Kind == model.AvgPool {
+					m = sum / float64(n) // padding is not counted
 				}
 				y[(oy*ow+ox)*c+ch] = m
 			}
