@@ -180,3 +180,19 @@ func TestRealFaces(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleFraction: --scale takes a fraction, equal to its decimal.
+func TestScaleFraction(t *testing.T) {
+	args := []string{"eval", "--json", "-q", "--model", tiny + "model_full.h5", "--test", tiny + "clean_u8_nchw.h5", "--scale"}
+	a, _, codeA := badprune(t, append(args, "1/255")...)
+	b, _, codeB := badprune(t, append(args, strconv.FormatFloat(1.0/255, 'g', -1, 64))...)
+	c, _, _ := badprune(t, append(args, "1")...)
+	if codeA != 0 || codeB != 0 || a != b || a == c {
+		t.Errorf("1/255: exit %d %q; decimal: exit %d %q; 1: %q", codeA, a, codeB, b, c)
+	}
+	for _, bad := range []string{"1/x", "x", "1/0", "-1/2"} {
+		if _, stderr, code := badprune(t, append(args, bad)...); code != exitError || !strings.Contains(stderr, "--scale") {
+			t.Errorf("--scale %s: exit %d, %q", bad, code, stderr)
+		}
+	}
+}

@@ -33,7 +33,8 @@ Colours: ` + imageio.Conversions,
 	}
 	bindModel(c, &o.Model, &o.Architecture, defModel, "the network B (Keras HDF5 or .keras, or ONNX)")
 	c.Flags().StringVar(&o.Repaired, "repaired", "", "a repaired network B': print G(B, B')'s label")
-	c.Flags().Float64Var(&o.Data.Scale, "scale", 1, "multiply every pixel by this")
+	o.Data.Scale = 1
+	c.Flags().Var((*ratio)(&o.Data.Scale), "scale", "multiply every pixel by this, a number or a fraction such as 1/255")
 	bindNorm(c, &o.Data)
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -61,7 +62,8 @@ func (d *dataFlags) bind(c *cobra.Command, batch bool) {
 	d.Batch = dataset.DefaultBatch
 	c.Flags().StringVar(&d.DataKey, "data-key", "data", "name of the images dataset in the data files")
 	c.Flags().StringVar(&d.LabelKey, "label-key", "label", "name of the labels dataset in the data files")
-	c.Flags().Float64Var(&d.Scale, "scale", 1, "multiply every pixel by this (the lab's B takes raw 0..255)")
+	d.Scale = 1
+	c.Flags().Var((*ratio)(&d.Scale), "scale", "multiply every pixel by this, a number or a fraction such as 1/255 (the lab's B takes raw 0..255)")
 	bindNorm(c, &d.Options)
 	if batch {
 		c.Flags().IntVar(&d.Batch, "batch", dataset.DefaultBatch, "images per batch")
@@ -145,6 +147,27 @@ func reporter(w io.Writer, quiet bool) *progress.Reporter {
 		return progress.New(nil, false)
 	}
 	return progress.New(w, progress.IsTerminal(w) || os.Getenv(envTTY) == "1")
+}
+
+// ratio is a number flag that also takes a fraction, as in --scale 1/255.
+type ratio float64
+
+func (r *ratio) String() string { return strconv.FormatFloat(float64(*r), 'g', -1, 64) }
+func (r *ratio) Type() string   { return "number" }
+
+func (r *ratio) Set(s string) error {
+	num, den, frac := strings.Cut(s, "/")
+	v, err := strconv.ParseFloat(num, 64)
+	if err == nil && frac {
+		var d float64
+		d, err = strconv.ParseFloat(den, 64)
+		v /= d
+	}
+	if err != nil {
+		return errors.New("want a number or a fraction such as 1/255")
+	}
+	*r = ratio(v)
+	return nil
 }
 
 // pct formats an optional percentage.
