@@ -31,20 +31,25 @@ func FuzzConfig(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Give every weighted layer a small kernel so the shape checks run.
-		for _, l := range layers {
-			if l.Kind == Conv2D || l.Kind == Dense {
-				l.KernelShape = []int{1, 1, 3, 2}
-				if l.Kind == Dense {
-					l.KernelShape = []int{48, 2}
-				}
-				n := 1
-				for _, d := range l.KernelShape {
-					n *= d
-				}
-				l.Kernel = make([]float32, n)
-			}
-		}
-		New("fuzz", layers)
+		newWithSmallKernels(layers)
 	})
+}
+
+// newWithSmallKernels gives every weighted layer a small kernel, so that
+// the shape checks run, and makes a model of the layers.
+func newWithSmallKernels(layers []*Layer) {
+	for _, l := range layers {
+		if l.Kind == Conv2D || l.Kind == Dense {
+			l.KernelShape = []int{1, 1, 3, 2}
+			if l.Kind == Dense {
+				l.KernelShape = []int{48, 2}
+			}
+			n := 1
+			for _, d := range l.KernelShape {
+				n *= d
+			}
+			l.Kernel = make([]float32, n)
+		}
+	}
+	New("fuzz", layers)
 }

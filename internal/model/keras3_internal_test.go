@@ -204,19 +204,6 @@ func FuzzKeras3Config(f *testing.F) {
 		}
 		groupsOf(tree)
 		matchVars(tree, "layers/", map[string]varsGroup{"layers/conv2d": {path: "layers/conv2d/vars", name: "x"}}, map[*kerasNode]string{}, map[*kerasNode]string{})
-		for _, l := range layers {
-			if l.Kind == Conv2D || l.Kind == Dense {
-				l.KernelShape = []int{1, 1, 3, 2}
-				if l.Kind == Dense {
-					l.KernelShape = []int{48, 2}
-				}
-				n := 1
-				for _, d := range l.KernelShape {
-					n *= d
-				}
-				l.Kernel = make([]float32, n)
-			}
-		}
-		New("fuzz", layers)
+		newWithSmallKernels(layers)
 	})
 }
