@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 
@@ -20,6 +21,13 @@ func main() {
 	if os.Getenv(envChild) == "" && os.Getenv("BADPRUNE_NO_SUPERVISOR") == "" {
 		if code, ok := supervise(os.Args[1:]); ok {
 			os.Exit(code)
+		}
+	}
+	// BADPRUNE_CPUPROFILE=file writes a Go CPU profile of the working
+	// process (cgo kernels show as their C symbols) for go tool pprof.
+	if path := os.Getenv("BADPRUNE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.StartCPUProfile(f) // stopped before os.Exit below
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -41,5 +49,6 @@ func main() {
 	if s := sig.Load(); s != 0 {
 		code = 128 + int(s)
 	}
+	pprof.StopCPUProfile() // os.Exit skips deferred calls; a no-op without a profile
 	os.Exit(code)
 }

@@ -33,16 +33,11 @@ Colours: ` + imageio.Conversions,
 	}
 	bindModel(c, &o.Model, &o.Architecture, defModel, "the network B (Keras HDF5 or .keras, or ONNX)")
 	c.Flags().StringVar(&o.Repaired, "repaired", "", "a repaired network B': print G(B, B')'s label")
-	o.Data.Scale = 1
-	c.Flags().Var((*ratio)(&o.Data.Scale), "scale", "multiply every pixel by this, a number or a fraction such as 1/255")
-	bindNorm(c, &o.Data)
+	bindPixels(c, &o.Data)
 	return c
 }
 
 func runPredict(o *predictOptions) error {
-	if o.Data.Scale <= 0 || o.Data.Scale != o.Data.Scale {
-		return fmt.Errorf("--scale %v: want a positive number", o.Data.Scale)
-	}
 	labels, err := repair.Predict(o.PredictConfig)
 	if err != nil {
 		return err

@@ -49,8 +49,11 @@ func (w *writeFlags) bind(c *cobra.Command, out, outHelp, forceHelp string) {
 	c.Flags().BoolVarP(&w.Quiet, "quiet", "q", false, "no progress on stderr")
 }
 
-// bindNorm binds --mean and --std: PyTorch's normalization, after --scale.
-func bindNorm(c *cobra.Command, o *dataset.Options) {
+// bindPixels binds --scale, --mean and --std: how pixels are scaled, then
+// normalized as PyTorch's data loaders do.
+func bindPixels(c *cobra.Command, o *dataset.Options) {
+	o.Scale = 1
+	c.Flags().Var((*ratio)(&o.Scale), "scale", "multiply every pixel by this, a number or a fraction such as 1/255 (the lab's B takes raw 0..255)")
 	c.Flags().Float64SliceVar(&o.Mean, "mean", nil, "then subtract this from every pixel: one value, or one per channel (as PyTorch's Normalize)")
 	c.Flags().Float64SliceVar(&o.Std, "std", nil, "then divide every pixel by this: one value, or one per channel")
 }
@@ -62,18 +65,13 @@ func (d *dataFlags) bind(c *cobra.Command, batch bool) {
 	d.Batch = dataset.DefaultBatch
 	c.Flags().StringVar(&d.DataKey, "data-key", "data", "name of the images dataset in the data files")
 	c.Flags().StringVar(&d.LabelKey, "label-key", "label", "name of the labels dataset in the data files")
-	d.Scale = 1
-	c.Flags().Var((*ratio)(&d.Scale), "scale", "multiply every pixel by this, a number or a fraction such as 1/255 (the lab's B takes raw 0..255)")
-	bindNorm(c, &d.Options)
+	bindPixels(c, &d.Options)
 	if batch {
 		c.Flags().IntVar(&d.Batch, "batch", dataset.DefaultBatch, "images per batch")
 	}
 }
 
 func (d *dataFlags) check() error {
-	if d.Scale <= 0 || d.Scale != d.Scale || d.Scale > 1e30 {
-		return fmt.Errorf("--scale %v: want a positive number", d.Scale)
-	}
 	if d.Batch < 1 || d.Batch > 1<<16 {
 		return fmt.Errorf("--batch %d: want 1..65536", d.Batch)
 	}
@@ -163,8 +161,8 @@ func (r *ratio) Set(s string) error {
 		d, err = strconv.ParseFloat(den, 64)
 		v /= d
 	}
-	if err != nil {
-		return errors.New("want a number or a fraction such as 1/255")
+	if err != nil || !(v > 0 && v <= 1e30) {
+		return errors.New("want a positive number or a fraction such as 1/255")
 	}
 	*r = ratio(v)
 	return nil
@@ -191,13 +189,12 @@ func userMessage(err error) string {
 		msg = strings.Replace(msg, le.Error(), fmt.Sprintf("%s %s: %s", flag, le.Name, le.Problem), 1)
 	}
 	var ne *h5data.NormError
-	if errors.As(err, &ne) {
-		msg = strings.Replace(msg, ne.Error(), "--"+ne.Error(), 1)
-	}
 	var ke *h5data.KeyError
 	var ee *outdir.ExistsError
 	var ie *outdir.InputError
 	switch {
+	case errors.As(err, &ne):
+		msg = strings.Replace(msg, ne.Error(), "--"+ne.Error(), 1)
 	case errors.Is(err, prune.ErrNoDefaultLayer):
 		msg += "; choose one with --layer"
 	case errors.As(err, &ke) && ke.Labels:

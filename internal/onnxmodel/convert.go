@@ -138,6 +138,8 @@ const (
 	maxValues = 1 << 26
 )
 
+// convert turns a model's graph into the network's layers, in order, and
+// keeps where their weights are stored.
 func convert(mp *pb.ModelProto) ([]*model.Layer, *source, error) {
 	if err := checkOpsets(mp); err != nil {
 		return nil, nil, err
@@ -148,7 +150,7 @@ func convert(mp *pb.ModelProto) ([]*model.Layer, *source, error) {
 	}
 	c := &converter{graph: g, inits: map[string]*pb.TensorProto{}, vals: map[string]*value{},
 		uses: map[string]int{}, refs: map[*model.Layer]int{}, names: map[string]bool{},
-		src: &source{weights: map[string][]weightRef{}, users: map[string][]string{}}}
+		src: &source{weights: map[string][]weightRef{}}}
 	for _, n := range g.GetNode() {
 		for _, in := range n.GetInput() {
 			c.uses[in]++
@@ -186,7 +188,20 @@ func convert(mp *pb.ModelProto) ([]*model.Layer, *source, error) {
 	}
 	layers := c.reaching(v.layer)
 	aliases(layers)
-	return layers, c.src, nil
+	return layers, c.src.of(layers), nil
+}
+
+// of is s for the layers kept: weights of layers that feed nothing are
+// no one's to write or share.
+func (s *source) of(layers []*model.Layer) *source {
+	out := &source{weights: map[string][]weightRef{}, users: map[string][]string{}}
+	for _, l := range layers {
+		for _, r := range s.weights[l.Name] {
+			out.weights[l.Name] = append(out.weights[l.Name], r)
+			out.users[r.tensor] = append(out.users[r.tensor], l.Name)
+		}
+	}
+	return out
 }
 
 // checkOpsets accepts the standard operator set at the versions whose
@@ -344,7 +359,6 @@ func (c *converter) weight(l *model.Layer, f field, t *tensor, lay layout, rows 
 	}
 	c.src.weights[l.Name] = append(c.src.weights[l.Name], weightRef{tensor: t.name, field: f, layout: lay, rows: rows, dims: t.dims,
 		node: n.GetOutput()[0], input: k})
-	c.src.users[t.name] = append(c.src.users[t.name], l.Name)
 }
 
 // reaching returns the layers the output layer depends on, in order:

@@ -204,16 +204,26 @@ func reshaped(t *tensor, dims []int) *tensor {
 	return &out
 }
 
-func foldUnsqueeze(c *converter, n *pb.NodeProto) (*tensor, error) {
+// withAxes returns the data of an Unsqueeze or Squeeze and its axes: an
+// attribute before opset 13, an input since.
+func withAxes(c *converter, n *pb.NodeProto) (*tensor, []int64, error) {
 	t, err := need(c, n, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ax := attrsOf(n).ints("axes")
 	if a := in(c, n, 1); a != nil {
 		if ax, err = a.ints(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+	}
+	return t, ax, nil
+}
+
+func foldUnsqueeze(c *converter, n *pb.NodeProto) (*tensor, error) {
+	t, ax, err := withAxes(c, n)
+	if err != nil {
+		return nil, err
 	}
 	rank := len(t.dims) + len(ax)
 	ones := make([]bool, rank)
@@ -240,15 +250,9 @@ func foldUnsqueeze(c *converter, n *pb.NodeProto) (*tensor, error) {
 }
 
 func foldSqueeze(c *converter, n *pb.NodeProto) (*tensor, error) {
-	t, err := need(c, n, 0)
+	t, ax, err := withAxes(c, n)
 	if err != nil {
 		return nil, err
-	}
-	ax := attrsOf(n).ints("axes")
-	if a := in(c, n, 1); a != nil {
-		if ax, err = a.ints(); err != nil {
-			return nil, err
-		}
 	}
 	drop := make([]bool, len(t.dims))
 	for _, a := range ax {
