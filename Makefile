@@ -79,14 +79,14 @@ fixtures-onnx:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-onnx python3-h5py >/dev/null; }
 	$(PYTHON) scripts/export_onnx.py testdata
 
-# Regenerate internal/onnxpb from the ONNX schema python3-onnx ships, with
+# Regenerate internal/third_party/onnxpb from the ONNX schema python3-onnx ships, with
 # protoc and the protoc-gen-go of the protobuf module in go.mod.
 ONNX_PROTO = $(shell dpkg -L python3-onnx 2>/dev/null | grep '/onnx-ml\.proto$$')
 onnxpb:
 	@command -v protoc >/dev/null || { echo "make onnxpb needs protoc: apt-get install -y protobuf-compiler" >&2; exit 1; }
-	@if [ -n "$(ONNX_PROTO)" ]; then cp $(ONNX_PROTO) internal/onnxpb/onnx-ml.proto; fi
+	@if [ -n "$(ONNX_PROTO)" ]; then cp $(ONNX_PROTO) internal/third_party/onnxpb/onnx-ml.proto; fi
 	mkdir -p .cache && $(GO) build -o .cache/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
-	$(GO) generate ./internal/onnxpb
+	$(GO) generate ./internal/third_party/onnxpb
 
 # Lab-scale benchmarks (sets generated once into .cache/bench, outside
 # git): repair, eval --goodnet, one fine-tuning epoch, and the trunk.

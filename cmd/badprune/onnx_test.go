@@ -15,9 +15,9 @@ import (
 	"badprune/internal/h5data"
 	"badprune/internal/imageio"
 	"badprune/internal/model"
-	pb "badprune/internal/onnxpb"
 	"badprune/internal/report"
 	"badprune/internal/testsupport/oracle"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 const (

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"badprune/internal/model"
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 // NodeError is a node of the graph that badprune cannot turn into layers.

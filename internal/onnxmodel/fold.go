@@ -6,7 +6,7 @@ import (
 	"math"
 	"slices"
 
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 // folds compute nodes whose inputs are all constants: the Constant nodes,

@@ -14,7 +14,7 @@ import (
 
 	"badprune/internal/model"
 	"badprune/internal/onnxmodel"
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 func floatTensor(name string, dims []int64, v func(i int) float32) *pb.TensorProto {

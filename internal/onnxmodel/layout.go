@@ -4,7 +4,7 @@ import (
 	"slices"
 
 	"badprune/internal/model"
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 // concat is a Concat of images along their channels, or of vectors: a

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"badprune/internal/model"
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 // FormatName is the name Model.Format reports for an ONNX model.

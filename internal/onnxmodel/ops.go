@@ -5,7 +5,7 @@ import (
 	"slices"
 
 	"badprune/internal/model"
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 // ops convert the nodes that read the network's data, by op type.

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"math"
 
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 // maxElems bounds the values of one tensor: a damaged or hostile file can

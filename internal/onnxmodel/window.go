@@ -4,7 +4,7 @@ import (
 	"slices"
 
 	"badprune/internal/model"
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 // win is a sliding window over an image as a node gives it.

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"badprune/internal/model"
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 // writeCopy writes the ModelProto m was read from with the weights of the

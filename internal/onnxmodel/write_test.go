@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"badprune/internal/model"
-	pb "badprune/internal/onnxpb"
+	pb "badprune/internal/third_party/onnxpb"
 )
 
 func readProto(t *testing.T, path string) *pb.ModelProto {

@@ -17,4 +17,4 @@
 // python3-onnx.
 package onnxpb
 
-//go:generate protoc --plugin=protoc-gen-go=../../.cache/protoc-gen-go --go_out=. --go_opt=paths=source_relative --go_opt=Monnx-ml.proto=badprune/internal/onnxpb onnx-ml.proto
+//go:generate protoc --plugin=protoc-gen-go=../../../.cache/protoc-gen-go --go_out=. --go_opt=paths=source_relative --go_opt=Monnx-ml.proto=badprune/internal/third_party/onnxpb onnx-ml.proto
