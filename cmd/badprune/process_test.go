@@ -254,19 +254,54 @@ func TestOutOfSpace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs")
 	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("mount: %v %s", err, out)
+	model := lab + "models/bd_net.h5"
+	st, err := os.Stat(model)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { exec.Command("umount", dir).Run() })
-	_, stderr, code := execBadprune(t, "repair", "--model", lab+"models/bd_net.h5", "--valid", lab+"data/cl/valid.h5",
-		"--threshold", "2,4,10", "--out", dir, "-q")
-	line := strings.TrimSpace(stderr)
-	if code != exitError || strings.Contains(line, "\n") || !strings.Contains(line, dir) || !strings.Contains(line, "space") {
-		t.Fatalf("exit %d, %q", code, stderr)
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("left %d entries on the full filesystem", len(entries))
+	for _, c := range []struct {
+		name string
+		room int64 // bytes left free beside a file that was there before; 0: an empty 3 MB tmpfs
+		want string
+	}{
+		// Known before writing: three B' of the model's size do not fit.
+		{"up front", 0, "not enough space: the outputs need about"},
+		// Found while writing: room for B' but not for B' and the logs.
+		{"while writing", st.Size() + 8<<10, "no space left on device"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", dir).CombinedOutput(); err != nil {
+				t.Skipf("mount: %v %s", err, out)
+			}
+			t.Cleanup(func() { exec.Command("umount", dir).Run() })
+			thresholds := "2,4,10"
+			var before []byte
+			if c.room > 0 {
+				var fs syscall.Statfs_t
+				syscall.Statfs(dir, &fs)
+				before = make([]byte, int64(fs.Bavail)*fs.Bsize-c.room)
+				if err := os.WriteFile(filepath.Join(dir, "earlier.bin"), before, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				thresholds = "4"
+			}
+			_, stderr, code := execBadprune(t, "repair", "--model", model, "--valid", lab+"data/cl/valid.h5",
+				"--threshold", thresholds, "--out", dir, "-q")
+			line := strings.TrimSpace(stderr)
+			if code != exitError || strings.Contains(line, "\n") || !strings.Contains(line, dir+": ") || !strings.Contains(line, c.want) {
+				t.Fatalf("exit %d, %q", code, stderr)
+			}
+			entries, _ := os.ReadDir(dir)
+			if c.room == 0 && len(entries) != 0 || c.room > 0 && (len(entries) != 1 || entries[0].Name() != "earlier.bin") {
+				t.Errorf("the filesystem holds %v", entries)
+			}
+			if c.room > 0 {
+				if got, _ := os.ReadFile(filepath.Join(dir, "earlier.bin")); len(got) != len(before) {
+					t.Error("the earlier file changed")
+				}
+			}
+		})
 	}
 }
 

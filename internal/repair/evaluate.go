@@ -37,6 +37,11 @@ type Evaluation struct {
 
 // Evaluate evaluates B, each B' and each G on the test sets.
 func Evaluate(ctx context.Context, cfg EvalConfig, rep *progress.Reporter) (*Evaluation, error) {
+	ev, err := evaluate(ctx, cfg, rep)
+	return ev, folderFull(filepath.Dir(cfg.JSON), err)
+}
+
+func evaluate(ctx context.Context, cfg EvalConfig, rep *progress.Reporter) (*Evaluation, error) {
 	var run *outdir.Run
 	if cfg.JSON != "" {
 		inputs := append([]string{cfg.Model, cfg.Test, cfg.BDTest}, cfg.Repaired...)

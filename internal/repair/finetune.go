@@ -28,6 +28,11 @@ type FinetuneConfig struct {
 // at zero, and writes the kept epoch's network to cfg.Out: a copy of the
 // input file in which only weights changed.
 func Finetune(ctx context.Context, cfg FinetuneConfig) (*finetune.Result, error) {
+	res, err := fineTuneFile(ctx, cfg)
+	return res, folderFull(filepath.Dir(cfg.Out), err)
+}
+
+func fineTuneFile(ctx context.Context, cfg FinetuneConfig) (*finetune.Result, error) {
 	m, err := ReadModel(cfg.Model, cfg.Architecture)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ package repair
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -65,6 +66,11 @@ func (r *Result) Last() report.Step {
 
 // Run runs the defense as cfg says, reporting progress on rep.
 func Run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, error) {
+	res, err := run(ctx, cfg, rep)
+	return res, folderFull(cfg.Out, err)
+}
+
+func run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, error) {
 	b, err := ReadModel(cfg.Model, cfg.Architecture)
 	if err != nil {
 		return nil, err
@@ -250,6 +256,16 @@ func ReadModel(path, arch string) (*model.Model, error) {
 		return model.LoadWith(path, model.LoadOptions{Architecture: arch})
 	}
 	return model.Read(path)
+}
+
+// folderFull makes a full disk met while writing a staged file an error
+// about the output folder the user named, not the hidden staging file.
+func folderFull(dir string, err error) error {
+	var ns *outdir.NoSpaceError
+	if err != nil && outdir.IsNoSpace(err) && !errors.As(err, &ns) {
+		return &outdir.NoSpaceError{Dir: dir}
+	}
+	return err
 }
 
 // rate is a percentage for the log: nil when not measured (NaN).
