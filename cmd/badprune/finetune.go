@@ -12,19 +12,10 @@ import (
 	"badprune/internal/repair"
 )
 
-type finetuneOptions struct {
-	ios     ioStreams
-	Model   string
-	Arch    string
-	Valid   string
-	BDValid string
-	writeFlags
-	data dataFlags
-	ft   finetuneFlags
-}
+type finetuneOptions struct{ tuneFlags }
 
 func newFinetuneCmd(ios ioStreams) *cobra.Command {
-	o := &finetuneOptions{ios: ios}
+	o := &finetuneOptions{tuneFlags{ios: ios}}
 	c := &cobra.Command{
 		Use:   "finetune --model B_PRUNED.h5 --out F.h5",
 		Short: "Fine-tune a pruned network on clean data, its pruned channels held at zero",

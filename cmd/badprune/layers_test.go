@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,15 +57,7 @@ func TestNewLayerCommands(t *testing.T) {
 	os.WriteFile(arch, cfg, 0o644)
 	eval := func(args ...string) report.Eval {
 		t.Helper()
-		stdout, stderr, code := badprune(t, append([]string{"eval", "--test", set, "--json", "-q"}, args...)...)
-		if code != 0 {
-			t.Fatalf("eval %v: exit %d: %s", args, code, stderr)
-		}
-		var ev report.Eval
-		if err := json.Unmarshal([]byte(stdout), &ev); err != nil {
-			t.Fatal(err)
-		}
-		return ev
+		return evalJSON(t, append([]string{"--test", set}, args...)...)
 	}
 	a, b := eval("--model", layers), eval("--model", weights, "--architecture", arch)
 	if a.Results[0].CleanAcc != b.Results[0].CleanAcc {

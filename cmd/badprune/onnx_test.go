@@ -17,6 +17,7 @@ import (
 	"badprune/internal/model"
 	"badprune/internal/report"
 	"badprune/internal/testsupport/oracle"
+	"badprune/internal/testsupport/testfile"
 	pb "badprune/internal/third_party/onnxpb"
 )
 
@@ -74,13 +75,13 @@ func TestLabBadNetInONNX(t *testing.T) {
 	if len(ol.Saved) != len(kl.Saved) {
 		t.Fatalf("saved %v, Keras %v", ol.Saved, kl.Saved)
 	}
-	b := readONNX(t, labDir+"models/bd_net.onnx")
+	b := testfile.ReadONNX(t, labDir+"models/bd_net.onnx")
 	for x, ks := range kl.Saved {
 		os := ol.Saved[x]
 		if filepath.Ext(os.File) != ".onnx" {
 			t.Errorf("saved %s as %s", x, os.File)
 		}
-		onlyPruned(t, b, readONNX(t, os.File), "conv_3", os.Pruned)
+		onlyPruned(t, b, testfile.ReadONNX(t, os.File), "conv_3", os.Pruned)
 		os.File, ks.File = "", ""
 		if jsonOf(t, os) != jsonOf(t, ks) {
 			t.Errorf("saved %s: %s, Keras %s", x, jsonOf(t, os), jsonOf(t, ks))
@@ -107,19 +108,6 @@ func jsonOf(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func readONNX(t *testing.T, path string) *pb.ModelProto {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mp := &pb.ModelProto{}
-	if err := proto.Unmarshal(data, mp); err != nil {
-		t.Fatal(err)
-	}
-	return mp
 }
 
 // onlyPruned checks that r is b but for the given output channels of the
@@ -199,7 +187,7 @@ func TestONNXFinetune(t *testing.T) {
 		if f == s.Finetune.File && slices.Equal(m.Layer("fc_1").Kernel, bp.Layer("fc_1").Kernel) {
 			t.Errorf("%s: fc_1 did not change", f)
 		}
-		b, g := readONNX(t, s.File).Graph, readONNX(t, f).Graph
+		b, g := testfile.ReadONNX(t, s.File).Graph, testfile.ReadONNX(t, f).Graph
 		var ops, ops2 []string
 		for _, n := range b.Node {
 			ops = append(ops, n.GetOpType())
@@ -219,7 +207,7 @@ func TestONNXFinetune(t *testing.T) {
 // TestONNXUnsupported: a model with an op badprune cannot compute is one
 // line naming the file, the node and its op.
 func TestONNXUnsupported(t *testing.T) {
-	mp := readONNX(t, onnxDir+"deepid_tiny.onnx")
+	mp := testfile.ReadONNX(t, onnxDir+"deepid_tiny.onnx")
 	for _, n := range mp.Graph.Node {
 		if n.GetName() == "/Relu_2" {
 			n.OpType = proto.String("LRN")

@@ -15,22 +15,15 @@ import (
 )
 
 type repairOptions struct {
-	ios        ioStreams
-	Model      string
-	Arch       string
-	Valid      string
-	BDValid    string
+	tuneFlags
 	Thresholds []float64
 	Layer      string
 	RankLayer  string
 	Finetune   bool
-	writeFlags
-	data dataFlags
-	ft   finetuneFlags
 }
 
 func newRepairCmd(ios ioStreams) *cobra.Command {
-	o := &repairOptions{ios: ios}
+	o := &repairOptions{tuneFlags: tuneFlags{ios: ios}}
 	c := &cobra.Command{
 		Use:   "repair",
 		Short: "Prune the backdoored network B channel by channel and save the repaired networks B'",

@@ -49,6 +49,20 @@ func (w *writeFlags) bind(c *cobra.Command, out, outHelp, forceHelp string) {
 	c.Flags().BoolVarP(&w.Quiet, "quiet", "q", false, "no progress on stderr")
 }
 
+// tuneFlags are the options of the commands that prune or train a network
+// B on its clean validation set, with the poisoned one when there is one,
+// and write the networks they make: repair and finetune.
+type tuneFlags struct {
+	ios     ioStreams
+	Model   string
+	Arch    string
+	Valid   string
+	BDValid string
+	writeFlags
+	data dataFlags
+	ft   finetuneFlags
+}
+
 // bindPixels binds --scale, --mean and --std: how pixels are scaled, then
 // normalized as PyTorch's data loaders do.
 func bindPixels(c *cobra.Command, o *dataset.Options) {

@@ -176,10 +176,22 @@ func Locked(fn func() error) error {
 // hdf5Signature starts every HDF5 file (at offset 0 for the files we read).
 const hdf5Signature = "\x89HDF\r\n\x1a\n"
 
+// The errors of Open for a file that is not HDF5, or is damaged.
+var (
+	ErrNotHDF5 = errors.New("not an HDF5 file")
+	ErrDamaged = errors.New("damaged or truncated HDF5 file")
+)
+
 // Open opens an HDF5 file read-only, with errors that say what is wrong:
 // missing, unreadable, not HDF5, or damaged.
 func Open(path string) (*hdf5.File, error) {
 	guard.Reading(path)
+	return OpenUnwatched(path)
+}
+
+// OpenUnwatched is Open without telling a crash supervisor that path is
+// being read: for a temporary copy of the file the user named.
+func OpenUnwatched(path string) (*hdf5.File, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, errors.Unwrap(err) // os adds the path; callers add it once
@@ -192,11 +204,11 @@ func Open(path string) (*hdf5.File, error) {
 		return nil, errors.New("is a directory, not an HDF5 file")
 	}
 	if err != nil || string(sig) != hdf5Signature {
-		return nil, errors.New("not an HDF5 file")
+		return nil, ErrNotHDF5
 	}
 	h, err := hdf5.OpenFile(path, hdf5.F_ACC_RDONLY)
 	if err != nil {
-		return nil, errors.New("damaged or truncated HDF5 file")
+		return nil, ErrDamaged
 	}
 	return h, nil
 }

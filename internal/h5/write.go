@@ -154,6 +154,17 @@ func (n Node) Dataset(name string, t Stored, dims []int, chunk, deflate int) (No
 	return Node{id}, nil
 }
 
+// WriteDataset creates the dataset name of type t and shape dims in n,
+// unchunked, and stores all of v (row-major) in it.
+func (n Node) WriteDataset(name string, t Stored, dims []int, v []float32) error {
+	ds, err := n.Dataset(name, t, dims, 0, 0)
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
+	return ds.Write(make([]int, len(dims)), dims, v)
+}
+
 // Write stores v (row-major, converted by the library from float32) into
 // the hyperslab at off of size cnt.
 func (n Node) Write(off, cnt []int, v []float32) error {

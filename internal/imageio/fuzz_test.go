@@ -3,9 +3,10 @@ package imageio
 import (
 	"image"
 	"image/color"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"badprune/internal/testsupport/testfile"
 )
 
 // The fuzzed model takes the lab's 47x55 faces.
@@ -28,14 +29,7 @@ func FuzzDecode(f *testing.F) {
 	if len(files) == 0 {
 		f.Fatal("no seed images in testdata/images")
 	}
-	var seeds [][]byte
-	for _, p := range files {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		seeds = append(seeds, b)
-	}
+	seeds := testfile.ReadAll(f, files)
 	// A gray and a paletted (partly transparent) PNG of the model's size,
 	// which the face images do not cover.
 	gray := image.NewGray(image.Rect(0, 0, fuzzW, fuzzH))

@@ -95,6 +95,15 @@ func encodeJPEG(t testing.TB, m image.Image) []byte {
 	return buf.Bytes()
 }
 
+// paint calls set for every pixel of a test image, row by row.
+func paint(set func(x, y int)) {
+	for y := 0; y < th; y++ {
+		for x := 0; x < tw; x++ {
+			set(x, y)
+		}
+	}
+}
+
 // testImage is an encoded test image and the pixels a model should get
 // from it, row by row.
 type testImage struct {
@@ -114,84 +123,72 @@ func testImages(t *testing.T) []testImage {
 	// 8-bit gray, with black and white.
 	gray := image.NewGray(image.Rect(0, 0, tw, th))
 	var grayPx []rgb
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			v := uint8(61*x + 17*y + 3)
-			switch {
-			case x == 0 && y == 0:
-				v = 0
-			case x == 1 && y == 0:
-				v = 255
-			}
-			gray.SetGray(x, y, color.Gray{Y: v})
-			grayPx = append(grayPx, rgb{v, v, v, true})
+	paint(func(x, y int) {
+		v := uint8(61*x + 17*y + 3)
+		switch {
+		case x == 0 && y == 0:
+			v = 0
+		case x == 1 && y == 0:
+			v = 255
 		}
-	}
+		gray.SetGray(x, y, color.Gray{Y: v})
+		grayPx = append(grayPx, rgb{v, v, v, true})
+	})
 	ims = append(ims, testImage{name: "png Gray", data: encodePNG(t, gray), px: grayPx})
 
 	// 16-bit gray: the high byte, not the rounded value (0x80ff and 0x7f80
 	// would round to 0x81 and 0x80).
 	gray16 := image.NewGray16(image.Rect(0, 0, tw, th))
 	var gray16Px []rgb
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			v := uint16(12345*x + 5003*y + 0xff)
-			if y == 0 {
-				v = [tw]uint16{0, 0xffff, 0x80ff, 0x7f80, 0x0101}[x]
-			}
-			gray16.SetGray16(x, y, color.Gray16{Y: v})
-			hi := uint8(v >> 8)
-			gray16Px = append(gray16Px, rgb{hi, hi, hi, true})
+	paint(func(x, y int) {
+		v := uint16(12345*x + 5003*y + 0xff)
+		if y == 0 {
+			v = [tw]uint16{0, 0xffff, 0x80ff, 0x7f80, 0x0101}[x]
 		}
-	}
+		gray16.SetGray16(x, y, color.Gray16{Y: v})
+		hi := uint8(v >> 8)
+		gray16Px = append(gray16Px, rgb{hi, hi, hi, true})
+	})
 	ims = append(ims, testImage{name: "png Gray16", data: encodePNG(t, gray16), px: gray16Px})
 
 	// Opaque 8-bit RGB(A).
 	rgba := image.NewRGBA(image.Rect(0, 0, tw, th))
 	var colourPx []rgb
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			r, g, b := colourAt(x, y)
-			rgba.SetRGBA(x, y, color.RGBA{r, g, b, 255})
-			colourPx = append(colourPx, rgb{r, g, b, false})
-		}
-	}
+	paint(func(x, y int) {
+		r, g, b := colourAt(x, y)
+		rgba.SetRGBA(x, y, color.RGBA{r, g, b, 255})
+		colourPx = append(colourPx, rgb{r, g, b, false})
+	})
 	ims = append(ims, testImage{name: "png RGBA", data: encodePNG(t, rgba), px: colourPx})
 
 	// Partly transparent 8-bit RGBA: the colour channels as stored, which
 	// premultiplying would halve, nearly zero or zero.
 	nrgba := image.NewNRGBA(image.Rect(0, 0, tw, th))
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			r, g, b := colourAt(x, y)
-			nrgba.SetNRGBA(x, y, color.NRGBA{r, g, b, alphaAt(x, y)})
-		}
-	}
+	paint(func(x, y int) {
+		r, g, b := colourAt(x, y)
+		nrgba.SetNRGBA(x, y, color.NRGBA{r, g, b, alphaAt(x, y)})
+	})
 	ims = append(ims, testImage{name: "png NRGBA", data: encodePNG(t, nrgba), px: colourPx})
 
 	// Opaque 16-bit RGB: the high byte; the low bytes would round some
 	// values up.
 	rgba64 := image.NewRGBA64(image.Rect(0, 0, tw, th))
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			r, g, b := colourAt(x, y)
-			lo := uint16(uint8(50*x + 90*y + 0x7f))
-			rgba64.SetRGBA64(x, y, color.RGBA64{uint16(r)<<8 | lo, uint16(g)<<8 | lo, uint16(b)<<8 | (0xff - lo), 0xffff})
-		}
-	}
+	paint(func(x, y int) {
+		r, g, b := colourAt(x, y)
+		lo := uint16(uint8(50*x + 90*y + 0x7f))
+		rgba64.SetRGBA64(x, y, color.RGBA64{uint16(r)<<8 | lo, uint16(g)<<8 | lo, uint16(b)<<8 | (0xff - lo), 0xffff})
+	})
 	ims = append(ims, testImage{name: "png RGBA64", data: encodePNG(t, rgba64), px: colourPx})
 
 	// Partly transparent 16-bit RGBA, as color.NRGBA64 with alpha from
 	// fully transparent to opaque.
 	nrgba64 := image.NewNRGBA64(image.Rect(0, 0, tw, th))
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			r, g, b := colourAt(x, y)
-			lo := uint16(uint8(50*x + 90*y + 0x7f))
-			a := uint16(alphaAt(x, y)) * 0x101
-			nrgba64.SetNRGBA64(x, y, color.NRGBA64{uint16(r)<<8 | lo, uint16(g)<<8 | lo, uint16(b)<<8 | (0xff - lo), a})
-		}
-	}
+	paint(func(x, y int) {
+		r, g, b := colourAt(x, y)
+		lo := uint16(uint8(50*x + 90*y + 0x7f))
+		a := uint16(alphaAt(x, y)) * 0x101
+		nrgba64.SetNRGBA64(x, y, color.NRGBA64{uint16(r)<<8 | lo, uint16(g)<<8 | lo, uint16(b)<<8 | (0xff - lo), a})
+	})
 	ims = append(ims, testImage{name: "png NRGBA64", data: encodePNG(t, nrgba64), px: colourPx})
 
 	// Paletted, with opaque, partly and fully transparent entries and a
@@ -207,14 +204,12 @@ func testImages(t *testing.T) []testImage {
 	}
 	paletted := image.NewPaletted(image.Rect(0, 0, tw, th), pal)
 	var palPx []rgb
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			i := (x + 2*y) % len(pal)
-			paletted.SetColorIndex(x, y, uint8(i))
-			e := pal[i].(color.NRGBA)
-			palPx = append(palPx, rgb{e.R, e.G, e.B, false})
-		}
-	}
+	paint(func(x, y int) {
+		i := (x + 2*y) % len(pal)
+		paletted.SetColorIndex(x, y, uint8(i))
+		e := pal[i].(color.NRGBA)
+		palPx = append(palPx, rgb{e.R, e.G, e.B, false})
+	})
 	ims = append(ims, testImage{name: "png Paletted", data: encodePNG(t, paletted), px: palPx})
 
 	// Colour JPEG, decoded as YCbCr. JPEG is lossy, so the exact values are
@@ -230,22 +225,20 @@ func testImages(t *testing.T) []testImage {
 		t.Fatalf("colour JPEG decodes as %T, not *image.YCbCr", ref)
 	}
 	var yccPx, jfif []rgb
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			// Opaque, so the premultiplied 16-bit values are the colour.
-			r, g, b, _ := ycc.At(x, y).RGBA()
-			yccPx = append(yccPx, rgb{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8), false})
-			yv := float64(ycc.Y[ycc.YOffset(x, y)])
-			cb := float64(ycc.Cb[ycc.COffset(x, y)]) - 128
-			cr := float64(ycc.Cr[ycc.COffset(x, y)]) - 128
-			jfif = append(jfif, rgb{
-				clamp8(yv + 1.402*cr),
-				clamp8(yv - 0.344136*cb - 0.714136*cr),
-				clamp8(yv + 1.772*cb),
-				false,
-			})
-		}
-	}
+	paint(func(x, y int) {
+		// Opaque, so the premultiplied 16-bit values are the colour.
+		r, g, b, _ := ycc.At(x, y).RGBA()
+		yccPx = append(yccPx, rgb{uint8(r >> 8), uint8(g >> 8), uint8(b >> 8), false})
+		yv := float64(ycc.Y[ycc.YOffset(x, y)])
+		cb := float64(ycc.Cb[ycc.COffset(x, y)]) - 128
+		cr := float64(ycc.Cr[ycc.COffset(x, y)]) - 128
+		jfif = append(jfif, rgb{
+			clamp8(yv + 1.402*cr),
+			clamp8(yv - 0.344136*cb - 0.714136*cr),
+			clamp8(yv + 1.772*cb),
+			false,
+		})
+	})
 	ims = append(ims, testImage{
 		name:   "jpeg YCbCr",
 		data:   jc,
@@ -264,12 +257,10 @@ func testImages(t *testing.T) []testImage {
 		t.Fatalf("gray JPEG decodes as %T, not *image.Gray", ref)
 	}
 	var jgPx []rgb
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			v := dg.GrayAt(x, y).Y
-			jgPx = append(jgPx, rgb{v, v, v, true})
-		}
-	}
+	paint(func(x, y int) {
+		v := dg.GrayAt(x, y).Y
+		jgPx = append(jgPx, rgb{v, v, v, true})
+	})
 	ims = append(ims, testImage{name: "jpeg Gray", data: jg, px: jgPx})
 	return ims
 }
@@ -395,14 +386,12 @@ func TestLuma(t *testing.T) {
 func TestConvertCMYK(t *testing.T) {
 	m := image.NewCMYK(image.Rect(3, 7, 3+tw, 7+th))
 	var px [][3]float64
-	for y := 0; y < th; y++ {
-		for x := 0; x < tw; x++ {
-			c, mg, ye, k := uint8(40*x+9*y), uint8(255-30*x-50*y), uint8(61*x*y), uint8(20*y+x)
-			m.SetCMYK(3+x, 7+y, color.CMYK{c, mg, ye, k})
-			w := float64(255-k) / 255
-			px = append(px, [3]float64{float64(255-c) * w, float64(255-mg) * w, float64(255-ye) * w})
-		}
-	}
+	paint(func(x, y int) {
+		c, mg, ye, k := uint8(40*x+9*y), uint8(255-30*x-50*y), uint8(61*x*y), uint8(20*y+x)
+		m.SetCMYK(3+x, 7+y, color.CMYK{c, mg, ye, k})
+		w := float64(255-k) / 255
+		px = append(px, [3]float64{float64(255-c) * w, float64(255-mg) * w, float64(255-ye) * w})
+	})
 	for _, ch := range []int{1, 3} {
 		dst := make([]float32, th*tw*ch)
 		convert(m, ch, 1, dst)

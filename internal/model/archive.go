@@ -118,19 +118,12 @@ func dropTemp(path string) {
 // that the archive, the file the user named, is being read.
 func openWeights(tmp, archivePath string) (*hdf5.File, error) {
 	guard.Reading(archivePath)
-	f, err := os.Open(tmp)
-	if err != nil {
-		return nil, fmt.Errorf("model.weights.h5: %w", errors.Unwrap(err))
-	}
-	sig := make([]byte, len(hdf5Magic))
-	_, err = io.ReadFull(f, sig)
-	f.Close()
-	if err != nil || string(sig) != hdf5Magic {
+	h, err := h5.OpenUnwatched(tmp)
+	switch {
+	case errors.Is(err, h5.ErrNotHDF5):
 		return nil, errors.New("model.weights.h5 is not an HDF5 file")
-	}
-	h, err := hdf5.OpenFile(tmp, hdf5.F_ACC_RDONLY)
-	if err != nil {
-		return nil, errors.New("model.weights.h5: damaged or truncated HDF5 file")
+	case err != nil:
+		return nil, fmt.Errorf("model.weights.h5: %w", err)
 	}
 	return h, nil
 }

@@ -65,11 +65,7 @@ func (m *Model) create(path string, layout Layout) error {
 		}
 		defer root.Close()
 	}
-	var names []string
-	for _, l := range m.Layers {
-		names = append(names, l.Name)
-	}
-	if err := h5.WriteStringsAttr(root, "layer_names", names); err != nil {
+	if err := h5.WriteStringsAttr(root, "layer_names", m.LayerNames()); err != nil {
 		return err
 	}
 	if err := h5.WriteStringAttr(root, "backend", "tensorflow"); err != nil {
@@ -109,20 +105,11 @@ func writeLayer(root h5.Node, l *Layer) error {
 	}
 	defer sub.Close()
 	for _, w := range ws {
-		if err := writeArray(sub, w.Name+":0", w.Shape, w.Values); err != nil {
+		if err := sub.WriteDataset(w.Name+":0", h5.StoreFloat32, w.Shape, w.Values); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func writeArray(g h5.Node, name string, shape []int, v []float32) error {
-	ds, err := g.Dataset(name, h5.StoreFloat32, shape, 0, 0)
-	if err != nil {
-		return err
-	}
-	defer ds.Close()
-	return ds.Write(make([]int, len(shape)), shape, v)
 }
 
 // KerasConfig is the model_config JSON Keras 2.3.1 writes for m, which is

@@ -6,20 +6,27 @@ import (
 	"badprune/internal/h5"
 )
 
+// ConfigAttr returns the model_config attribute of the Keras HDF5 file at
+// path. It is exported for the external tests too.
+func ConfigAttr(path string) (string, error) {
+	var cfg string
+	err := h5.Locked(func() error {
+		file, err := h5.Open(path)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		cfg, err = h5.StringAttr(file, "model_config")
+		return err
+	})
+	return cfg, err
+}
+
 // FuzzConfig feeds mutated model_config JSON to the parser and the shape
 // checks: errors, never a panic.
 func FuzzConfig(f *testing.F) {
 	for _, p := range []string{"../../testdata/tiny/general_full.h5", "../../testdata/tiny/model_full.h5", "../../testdata/tiny/merge_full.h5"} {
-		var cfg string
-		err := h5.Locked(func() error {
-			file, err := h5.Open(p)
-			if err != nil {
-				return err
-			}
-			defer file.Close()
-			cfg, err = h5.StringAttr(file, "model_config")
-			return err
-		})
+		cfg, err := ConfigAttr(p)
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -432,12 +432,12 @@ func (l *Layer) inferShape(in []*Layer) error {
 	if want >= 0 && len(in) != want {
 		return fmt.Errorf("has %d inputs, want %d", len(in), want)
 	}
-	image := func() ([]int, error) {
-		s := in[0].Shape
-		if len(s) != 3 {
-			return nil, fmt.Errorf("input shape %v is not an image", s)
+	var s []int // the input image, for the layers that take one
+	switch l.Kind {
+	case Conv2D, SeparableConv2D, DepthwiseConv2D, MaxPool, AvgPool, GlobalAvgPool, GlobalMaxPool, ZeroPad:
+		if s = in[0].Shape; len(s) != 3 {
+			return fmt.Errorf("input shape %v is not an image", s)
 		}
-		return s, nil
 	}
 	switch l.Kind {
 	case Input:
@@ -445,10 +445,6 @@ func (l *Layer) inferShape(in []*Layer) error {
 			return fmt.Errorf("input shape %v: want (height, width, channels)", l.Shape)
 		}
 	case Conv2D:
-		s, err := image()
-		if err != nil {
-			return err
-		}
 		ks := l.KernelShape
 		if len(ks) != 4 {
 			return fmt.Errorf("kernel shape %v, want (height, width, in, out)", ks)
@@ -466,54 +462,32 @@ func (l *Layer) inferShape(in []*Layer) error {
 		if l.Bias != nil && len(l.Bias) != ks[3] {
 			return fmt.Errorf("bias of %d values for %d filters", len(l.Bias), ks[3])
 		}
-		oh, ow, err := window(s[0], s[1], l.KH, l.KW, l.SH, l.SW, l.Same)
-		if err != nil {
+		if err := l.slide(s, ks[3]); err != nil {
 			return err
 		}
-		l.Shape = []int{oh, ow, ks[3]}
 	case SeparableConv2D, DepthwiseConv2D:
 		// The weights are checked by checkWeights: a .keras archive's are
 		// read after the shapes.
-		s, err := image()
-		if err != nil {
-			return err
-		}
 		if l.KH < 1 || l.KW < 1 || l.KH > 64 || l.DepthMul < 1 {
 			return fmt.Errorf("kernel_size %dx%d, depth_multiplier %d", l.KH, l.KW, l.DepthMul)
-		}
-		oh, ow, err := window(s[0], s[1], l.KH, l.KW, l.SH, l.SW, l.Same)
-		if err != nil {
-			return err
 		}
 		oc := s[2] * l.DepthMul
 		if l.Kind == SeparableConv2D {
 			oc = l.Filters
 		}
-		l.Shape = []int{oh, ow, oc}
+		if err := l.slide(s, oc); err != nil {
+			return err
+		}
 	case MaxPool, AvgPool:
-		s, err := image()
-		if err != nil {
+		if err := l.slide(s, s[2]); err != nil {
 			return err
 		}
-		oh, ow, err := window(s[0], s[1], l.KH, l.KW, l.SH, l.SW, l.Same)
-		if err != nil {
-			return err
-		}
-		l.Shape = []int{oh, ow, s[2]}
 	case GlobalAvgPool, GlobalMaxPool:
-		s, err := image()
-		if err != nil {
-			return err
-		}
 		l.Shape = []int{s[2]}
 		if l.KeepDims {
 			l.Shape = []int{1, 1, s[2]}
 		}
 	case ZeroPad:
-		s, err := image()
-		if err != nil {
-			return err
-		}
 		p := l.Pad
 		l.Shape = []int{s[0] + p[0] + p[1], s[1] + p[2] + p[3], s[2]}
 	case Flatten:
@@ -685,6 +659,17 @@ func equal(a, b []int) bool {
 
 // window is Keras's output size of a sliding window: floor for "valid",
 // ceil(in/stride) for "same".
+// slide sets l's shape to that of its window sliding over the image s,
+// with c channels.
+func (l *Layer) slide(s []int, c int) error {
+	oh, ow, err := window(s[0], s[1], l.KH, l.KW, l.SH, l.SW, l.Same)
+	if err != nil {
+		return err
+	}
+	l.Shape = []int{oh, ow, c}
+	return nil
+}
+
 func window(h, w, kh, kw, sh, sw int, same bool) (int, int, error) {
 	if kh < 1 || kw < 1 || sh < 1 || sw < 1 {
 		return 0, 0, fmt.Errorf("window %dx%d, strides %dx%d", kh, kw, sh, sw)
@@ -931,28 +916,12 @@ func (p *parser) sequential(n *kerasNode, layers []kerasObject, prev string, bui
 		if err != nil {
 			return "", err
 		}
-		if isModelClass(kl.ClassName) {
-			sub, out, err := p.model(kl, prev, depth+1)
-			if err != nil {
-				return "", fmt.Errorf("layer %q: %w", name, err)
-			}
-			n.children = append(n.children, sub)
-			p.alias[name] = out
-			prev = out
-			continue
-		}
-		l, err := convertLayer(kl.ClassName, name, c)
+		// In a nested block, its own input stands for what feeds the block.
+		l, err := p.place(n, kl, name, c, []string{prev}, prev, depth, &prev)
 		if err != nil {
-			return "", fmt.Errorf("layer %q: %w", name, err)
+			return "", err
 		}
-		if l.Kind == Input {
-			if prev != "" {
-				// A nested block's own input: it is what feeds the block.
-				p.alias[name] = prev
-				continue
-			}
-			p.out = append(p.out, l)
-			prev = name
+		if l == nil {
 			continue
 		}
 		if prev == "" {
@@ -975,12 +944,53 @@ func (p *parser) sequential(n *kerasNode, layers []kerasObject, prev string, bui
 			p.out = append(p.out, in)
 			prev = in.Name
 		}
-		l.Inputs = []string{prev}
-		n.children = append(n.children, &kerasNode{name: name, class: kl.ClassName, layer: l})
-		p.out = append(p.out, l)
+		p.add(n, kl, l, prev)
 		prev = name
 	}
 	return prev, nil
+}
+
+// place handles the layer kl of a Sequential or functional model, named
+// name with config c. A nested model, which must have one input, is added
+// under n whole, and *last set to its output. An InputLayer is added and
+// *last set to it, unless feed ("" for none) stands for the model's input:
+// then it is an alias of feed. Both give a nil layer. Any other layer is
+// converted and returned for the caller to wire and add.
+func (p *parser) place(n *kerasNode, kl *kerasObject, name string, c *layerConfig, inputs []string, feed string, depth int, last *string) (*Layer, error) {
+	if isModelClass(kl.ClassName) {
+		if len(inputs) != 1 {
+			return nil, fmt.Errorf("layer %q: nested model with %d inputs: only single-input models are supported", name, len(inputs))
+		}
+		sub, out, err := p.model(kl, inputs[0], depth+1)
+		if err != nil {
+			return nil, fmt.Errorf("layer %q: %w", name, err)
+		}
+		n.children = append(n.children, sub)
+		p.alias[name] = out
+		*last = out
+		return nil, nil
+	}
+	l, err := convertLayer(kl.ClassName, name, c)
+	if err != nil {
+		return nil, fmt.Errorf("layer %q: %w", name, err)
+	}
+	if l.Kind != Input {
+		return l, nil
+	}
+	if feed != "" {
+		p.alias[name] = feed
+	} else {
+		p.out = append(p.out, l)
+		*last = name
+	}
+	return nil, nil
+}
+
+// add adds the layer l of kl, reading inputs, under n.
+func (p *parser) add(n *kerasNode, kl *kerasObject, l *Layer, inputs ...string) {
+	l.Inputs = inputs
+	n.children = append(n.children, &kerasNode{name: l.Name, class: kl.ClassName, layer: l})
+	p.out = append(p.out, l)
 }
 
 // functional adds layers wired by their inbound_nodes; feed, when not "",
@@ -1016,35 +1026,14 @@ func (p *parser) functional(n *kerasNode, layers []kerasObject, feed string, c *
 				inputs[j] = p.resolve(in)
 			}
 		}
-		if isModelClass(kl.ClassName) {
-			if len(inputs) != 1 {
-				return "", fmt.Errorf("layer %q: nested model with %d inputs: only single-input models are supported", name, len(inputs))
-			}
-			sub, out, err := p.model(kl, inputs[0], depth+1)
-			if err != nil {
-				return "", fmt.Errorf("layer %q: %w", name, err)
-			}
-			n.children = append(n.children, sub)
-			p.alias[name] = out
-			last = out
-			continue
-		}
-		l, err := convertLayer(kl.ClassName, name, cfg)
+		l, err := p.place(n, kl, name, cfg, inputs, feed, depth, &last)
 		if err != nil {
-			return "", fmt.Errorf("layer %q: %w", name, err)
+			return "", err
 		}
-		if l.Kind == Input {
-			if feed != "" {
-				p.alias[name] = feed
-				continue
-			}
-			p.out = append(p.out, l)
-			last = name
+		if l == nil {
 			continue
 		}
-		l.Inputs = inputs
-		n.children = append(n.children, &kerasNode{name: name, class: kl.ClassName, layer: l})
-		p.out = append(p.out, l)
+		p.add(n, kl, l, inputs...)
 		last = name
 	}
 	if len(outs) == 1 {

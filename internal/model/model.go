@@ -171,6 +171,15 @@ func (m *Model) InputShape() (h, w, c int) {
 	return s[0], s[1], s[2]
 }
 
+// LayerNames returns the names of m's layers, in order.
+func (m *Model) LayerNames() []string {
+	var names []string
+	for _, l := range m.Layers {
+		names = append(names, l.Name)
+	}
+	return names
+}
+
 // Clone returns a copy of m whose weights can be changed without touching m.
 func (m *Model) Clone() *Model {
 	c := *m
@@ -178,13 +187,10 @@ func (m *Model) Clone() *Model {
 	for i, l := range m.Layers {
 		nl := *l
 		nl.Inputs = slices.Clone(l.Inputs)
-		nl.Kernel = slices.Clone(l.Kernel)
-		nl.KernelShape = slices.Clone(l.KernelShape)
-		nl.Bias = slices.Clone(l.Bias)
-		nl.Depthwise = slices.Clone(l.Depthwise)
-		nl.Mean = slices.Clone(l.Mean)
-		nl.Var = slices.Clone(l.Var)
-		nl.Shape = slices.Clone(l.Shape)
+		nl.KernelShape, nl.Shape = slices.Clone(l.KernelShape), slices.Clone(l.Shape)
+		for _, w := range []*[]float32{&nl.Kernel, &nl.Bias, &nl.Depthwise, &nl.Mean, &nl.Var} {
+			*w = slices.Clone(*w)
+		}
 		c.Layers[i] = &nl
 		if l == m.Input {
 			c.Input = &nl

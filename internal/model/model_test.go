@@ -3,7 +3,6 @@ package model_test
 import (
 	"bytes"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"badprune/internal/h5"
 	"badprune/internal/model"
 	"badprune/internal/testsupport/fixture"
+	"badprune/internal/testsupport/must"
 	"badprune/internal/testsupport/oracle"
 )
 
@@ -19,33 +19,15 @@ const tiny = "../../testdata/tiny/"
 
 func load(t *testing.T, path string) *model.Model {
 	t.Helper()
-	m, err := model.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return must.Get(t, model.Load, path)
 }
 
 // runGraph returns the outputs of the named layers for n images.
 func runGraph(t *testing.T, m *model.Model, x []float32, n int, train bool, outputs ...string) [][]float32 {
 	t.Helper()
-	gr, err := m.Build(model.GraphOptions{Batch: n, Outputs: outputs, Train: train})
+	out, err := fixture.RunGraph(m, model.GraphOptions{Batch: n, Outputs: outputs, Train: train}, x)
 	if err != nil {
 		t.Fatal(err)
-	}
-	r, err := gr.NewRunner(outputs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	copy(r.Input(), x)
-	res, err := r.Run()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([][]float32, len(res))
-	for i := range res {
-		out[i] = slices.Clone(res[i])
 	}
 	return out
 }
@@ -103,34 +85,8 @@ func TestGraphMatchesOracle(t *testing.T) {
 		{"general file", load(t, tiny+"general_full.h5")},
 		{"general in memory", gen},
 	}
-	const n = 5
 	for _, tc := range cases {
-		h, w, c := tc.m.InputShape()
-		x := fixture.RandomImages(rand.New(rand.NewPCG(9, 9)), n, h, w, c)
-		var names []string
-		for _, l := range tc.m.Layers[1:] {
-			names = append(names, l.Name)
-		}
-		for _, train := range []bool{false, true} {
-			// Asking only for the logits lets the inference graph fuse conv+pool.
-			outs := [][]string{{tc.m.Output.Name}, names}
-			for _, want := range outs {
-				got := runGraph(t, tc.m, x, n, train, want...)
-				for i := 0; i < n; i++ {
-					ref := oracle.Forward(tc.m, x[i*h*w*c:(i+1)*h*w*c], oracle.Options{})
-					for k, name := range want {
-						sz := tc.m.Layer(name).Size()
-						if name == tc.m.Output.Name && tc.m.Output.Act == "softmax" {
-							sz = tc.m.Classes
-						}
-						if j, ok := relClose(got[k][i*sz:(i+1)*sz], ref[name], 1e-4); !ok {
-							t.Fatalf("%s (train=%v): image %d layer %s[%d] = %g, oracle %g",
-								tc.name, train, i, name, j, got[k][i*sz+j], ref[name][j])
-						}
-					}
-				}
-			}
-		}
+		checkAgainstOracle(t, tc.name, tc.m, 5, 1e-4)
 	}
 }
 
@@ -140,7 +96,7 @@ func TestFlattenOrder(t *testing.T) {
 	m := load(t, tiny+"model_full.h5")
 	h, w, c := m.InputShape()
 	const n = 8
-	x := fixture.RandomImages(rand.New(rand.NewPCG(4, 4)), n, h, w, c)
+	x := fixture.SeededImages(4, n, h, w, c)
 	got := runGraph(t, m, x, n, false, m.Output.Name)[0]
 	k := m.Classes
 	differ, argmaxDiffer := 0, 0
@@ -296,7 +252,7 @@ func BenchmarkTrunk(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	copy(r.Input(), fixture.RandomImages(rand.New(rand.NewPCG(1, 1)), n, 55, 47, 3))
+	copy(r.Input(), fixture.SeededImages(1, n, 55, 47, 3))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		if _, err := r.Run(); err != nil {

@@ -473,14 +473,21 @@ func (c *converter) arg(n *pb.NodeProto, k int) (*value, error) {
 	return v, nil
 }
 
+// present returns the k-th input of n, which must not be absent.
+func (c *converter) present(n *pb.NodeProto, k int) (*value, error) {
+	v, err := c.arg(n, k)
+	if err == nil && v == nil {
+		err = c.errorf(n, "input %d is missing", k)
+	}
+	return v, err
+}
+
 // net returns the k-th input of n, which must be a network tensor.
 func (c *converter) net(n *pb.NodeProto, k int) (*value, error) {
-	v, err := c.arg(n, k)
+	v, err := c.present(n, k)
 	switch {
 	case err != nil:
 		return nil, err
-	case v == nil:
-		return nil, c.errorf(n, "input %d is missing", k)
 	case v.c != nil:
 		return nil, c.errorf(n, "input %d is a constant where the network's data is expected: not supported", k)
 	case v.final:
@@ -519,16 +526,23 @@ func (c *converter) vec(n *pb.NodeProto, k int) (*value, error) {
 
 // cst returns the k-th input of n, which must be a constant.
 func (c *converter) cst(n *pb.NodeProto, k int) (*tensor, error) {
-	v, err := c.arg(n, k)
-	switch {
-	case err != nil:
+	v, err := c.present(n, k)
+	if err == nil && v.c == nil {
+		err = c.errorf(n, "input %d is computed from the network's data where a constant is expected: not supported", k)
+	}
+	if err != nil {
 		return nil, err
-	case v == nil:
-		return nil, c.errorf(n, "input %d is missing", k)
-	case v.c == nil:
-		return nil, c.errorf(n, "input %d is computed from the network's data where a constant is expected: not supported", k)
 	}
 	return v.c, nil
+}
+
+// inputs2 returns the first two inputs of n, read by first and second.
+func inputs2[A, B any](n *pb.NodeProto, first func(*pb.NodeProto, int) (A, error), second func(*pb.NodeProto, int) (B, error)) (a A, b B, err error) {
+	if a, err = first(n, 0); err != nil {
+		return a, b, err
+	}
+	b, err = second(n, 1)
+	return a, b, err
 }
 
 // param returns the k-th input of n as weights: finite floating-point

@@ -184,14 +184,7 @@ func foldGather(c *converter, n *pb.NodeProto) (*tensor, error) {
 		if i < 0 || i >= size {
 			return nil, fmt.Errorf("index %d out of range of %d values", i, size)
 		}
-		if data.float {
-			out.f = append(out.f, data.f[i])
-		} else {
-			out.i = append(out.i, data.i[i])
-		}
-		if data.batch != nil {
-			out.batch = append(out.batch, data.batch[i])
-		}
+		data.appendTo(out, int(i))
 	}
 	return out, nil
 }
@@ -343,14 +336,7 @@ func foldSlice(c *converter, n *pb.NodeProto) (*tensor, error) {
 	}
 	out := &tensor{float: t.float}
 	for i := clamp(starts[0]); i < clamp(ends[0]); i += step {
-		if t.float {
-			out.f = append(out.f, t.f[i])
-		} else {
-			out.i = append(out.i, t.i[i])
-		}
-		if t.batch != nil {
-			out.batch = append(out.batch, t.batch[i])
-		}
+		t.appendTo(out, int(i))
 	}
 	out.dims = []int{len(out.f) + len(out.i)}
 	return out, nil

@@ -122,11 +122,7 @@ func (c *converter) toVector(n *pb.NodeProto, x *value) error {
 // reshape is a Reshape that flattens each sample, to (N, -1), (-1, D) or
 // (batch, D), or that adds or keeps axes of size 1.
 func (c *converter) reshape(n *pb.NodeProto) error {
-	x, err := c.net(n, 0)
-	if err != nil {
-		return err
-	}
-	t, err := c.cst(n, 1)
+	x, t, err := inputs2(n, c.net, c.cst)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"badprune/internal/infer"
 	"badprune/internal/model"
 	_ "badprune/internal/onnxmodel"
+	"badprune/internal/testsupport/must"
 	"badprune/internal/testsupport/oracle"
 )
 
@@ -87,11 +88,7 @@ func closeRow(got []float64, want []float64) (int, bool) {
 
 func read(t *testing.T, path string) *model.Model {
 	t.Helper()
-	m, err := model.Read(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return must.Get(t, model.Read, path)
 }
 
 // logits runs m's graph on the NHWC images x.

@@ -269,11 +269,7 @@ func (c *converter) dense(n *pb.NodeProto, x *value, transposed, hasBias bool) e
 // one and a constant, which becomes the bias of the layer before (an Add
 // after a MatMul) or a Rescaling layer.
 func (c *converter) arith(n *pb.NodeProto) error {
-	a0, err := c.arg(n, 0)
-	if err != nil {
-		return err
-	}
-	a1, err := c.arg(n, 1)
+	a0, a1, err := inputs2(n, c.arg, c.arg)
 	if err != nil {
 		return err
 	}
@@ -333,11 +329,7 @@ func neg(v []float32) []float32 {
 
 // addLayers is the Add of two network tensors: an Add layer.
 func (c *converter) addLayers(n *pb.NodeProto) error {
-	x, err := c.net(n, 0)
-	if err != nil {
-		return err
-	}
-	y, err := c.net(n, 1)
+	x, y, err := inputs2(n, c.net, c.net)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,19 @@ type tensor struct {
 
 func (t *tensor) size() int { return product(t.dims) }
 
+// appendTo appends t's i-th value, and its batch mark when t has them, to
+// out.
+func (t *tensor) appendTo(out *tensor, i int) {
+	if t.float {
+		out.f = append(out.f, t.f[i])
+	} else {
+		out.i = append(out.i, t.i[i])
+	}
+	if t.batch != nil {
+		out.batch = append(out.batch, t.batch[i])
+	}
+}
+
 // values returns t's values as float64, integers or not.
 func (t *tensor) values() []float64 {
 	out := make([]float64, t.size())

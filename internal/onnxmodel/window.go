@@ -209,27 +209,29 @@ func (c *converter) conv(n *pb.NodeProto) error {
 // oihwToHWIO reorders a PyTorch conv weight (out, in, h, w) into a Keras
 // kernel (h, w, in, out).
 func oihwToHWIO(src []float32, o, i, kh, kw int) []float32 {
-	dst := make([]float32, len(src))
-	for oc := 0; oc < o; oc++ {
-		for ic := 0; ic < i; ic++ {
-			for y := 0; y < kh; y++ {
-				for x := 0; x < kw; x++ {
-					dst[((y*kw+x)*i+ic)*o+oc] = src[((oc*i+ic)*kh+y)*kw+x]
-				}
-			}
-		}
-	}
-	return dst
+	return reorderConv(src, o, i, kh, kw, false)
 }
 
 // hwioToOIHW is oihwToHWIO's inverse.
 func hwioToOIHW(src []float32, o, i, kh, kw int) []float32 {
+	return reorderConv(src, o, i, kh, kw, true)
+}
+
+// reorderConv moves a conv weight of o outputs, i inputs and a kh x kw
+// window between PyTorch's (out, in, h, w) layout and Keras's (h, w, in,
+// out): to Keras's, or back to PyTorch's when toOIHW.
+func reorderConv(src []float32, o, i, kh, kw int, toOIHW bool) []float32 {
 	dst := make([]float32, len(src))
-	for oc := 0; oc < o; oc++ {
-		for ic := 0; ic < i; ic++ {
-			for y := 0; y < kh; y++ {
-				for x := 0; x < kw; x++ {
-					dst[((oc*i+ic)*kh+y)*kw+x] = src[((y*kw+x)*i+ic)*o+oc]
+	for oc := range o {
+		for ic := range i {
+			for y := range kh {
+				for x := range kw {
+					hwio, oihw := ((y*kw+x)*i+ic)*o+oc, ((oc*i+ic)*kh+y)*kw+x
+					if toOIHW {
+						dst[oihw] = src[hwio]
+					} else {
+						dst[hwio] = src[oihw]
+					}
 				}
 			}
 		}

@@ -45,10 +45,7 @@ func TestCommit(t *testing.T) {
 		{name: "current folder", dir: ".", pre: map[string]string{"user": "u"}, names: []string{"a"}, staged: []string{"a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			root := t.TempDir()
-			populate(t, root, tc.pre)
-			before := snapshot(t, root)
-			dir := filepath.Join(root, tc.dir)
+			root, dir, before := prepare(t, tc.pre, tc.dir)
 
 			r, err := Begin(dir, tc.names, Options{Force: tc.force})
 			if err != nil {
@@ -110,6 +107,62 @@ func TestCommit(t *testing.T) {
 	}
 }
 
+// TestCrash runs a helper process that uses outdir with its guard reports
+// piped to a Watcher, as badprune's supervisor does, and crashes at some
+// point (SIGKILL: no deferred Abort runs). The Watcher's Cleanup must then
+// leave the folder as it was before the run, or, after a commit, with just
+// the new outputs.
+func TestCrash(t *testing.T) {
+	for _, tc := range []struct {
+		helper    string
+		dir       string            // relative to a fresh temporary folder
+		pre       map[string]string // files there before
+		committed map[string]string // outputs published by a commit
+	}{
+		{helper: "staged", dir: "p/q/out"},
+		{helper: "staged", dir: "out", pre: map[string]string{"out/user": "u", "out/x": "old x", "out/y": "old y"}},
+		{helper: "commit", dir: "p/out"},
+		{helper: "commit", dir: "out", pre: map[string]string{"out/user": "u", "out/w/": ""}},
+		{helper: "commit-forced", dir: "out", pre: map[string]string{"out/user": "u", "out/x": "old x", "out/y": "old y"}},
+		{helper: "commit-forced", dir: "out", pre: map[string]string{"out/y": "old y"}},
+		{helper: "committed", dir: "p/out", committed: map[string]string{"x": "new x", "y": "new y"}},
+		{helper: "committed", dir: "out", pre: map[string]string{"out/user": "u", "out/x": "old x", "out/z": "old z"},
+			committed: map[string]string{"x": "new x", "y": "new y"}},
+	} {
+		t.Run(tc.helper+"/"+tc.dir, func(t *testing.T) {
+			root, dir, want := prepare(t, tc.pre, tc.dir)
+
+			cmd, w, _, _ := startHelper(t, tc.helper, dir, true)
+			killedBy(t, cmd, syscall.SIGKILL)
+			w.Wait()
+			if tc.committed == nil && diff(snapshot(t, root), want) == "" {
+				t.Fatal("the crash left nothing to clean up: the test tests nothing")
+			}
+			if err := w.Cleanup(); err != nil {
+				t.Errorf("Cleanup: %v", err)
+			}
+
+			for n, v := range tc.committed {
+				k := filepath.Join(tc.dir, n)
+				fi, err := os.Stat(filepath.Join(root, k))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want[k] = entry{mode: 0o644, data: v, mtime: fi.ModTime()}
+				for p := filepath.Dir(k); p != "."; p = filepath.Dir(p) {
+					want[p] = entry{dir: true}
+				}
+			}
+			same(t, root, want, "after the crash and Cleanup")
+			if tc.committed != nil {
+				if h := hidden(t, dir); len(h) != 0 {
+					t.Errorf("left %q", strings.Join(h, " "))
+				}
+			}
+		})
+	}
+}
+
 // TestAbort checks that Abort leaves the folder as it was before Begin:
 // folders Begin created are gone, the rest untouched.
 func TestAbort(t *testing.T) {
@@ -128,10 +181,7 @@ func TestAbort(t *testing.T) {
 		{name: "someone else's file", dir: "p/out", keep: "theirs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			root := t.TempDir()
-			populate(t, root, tc.pre)
-			dir := filepath.Join(root, tc.dir)
-			want := snapshot(t, root)
+			root, dir, want := prepare(t, tc.pre, tc.dir)
 			r, err := Begin(dir, []string{"a", "b", "c"}, Options{Force: tc.force})
 			if err != nil {
 				t.Fatal(err)
@@ -457,13 +507,7 @@ func TestConcurrentBegin(t *testing.T) {
 	if _, err := win.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "a"))
-	if string(b) != "new a" {
-		t.Errorf("published a: %q, %v", b, err)
-	}
-	if h := hidden(t, dir); len(h) != 0 {
-		t.Errorf("left %q", h)
-	}
+	published(t, dir, "a", "new a")
 }
 
 // TestConcurrentProcesses is TestConcurrentBegin across processes.
@@ -519,13 +563,7 @@ func TestConcurrentProcesses(t *testing.T) {
 	if err := cmds[wins[0]].Wait(); err != nil {
 		t.Fatalf("winner: %v", err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "x"))
-	if string(b) != "new x" {
-		t.Errorf("published x: %q, %v", b, err)
-	}
-	if h := hidden(t, dir); len(h) != 0 {
-		t.Errorf("left %q", h)
-	}
+	published(t, dir, "x", "new x")
 }
 
 // TestBeginErrors checks Begin's refusals: each leaves nothing behind and
@@ -947,6 +985,28 @@ func stage(t *testing.T, r *Run, names ...string) {
 		if err := os.WriteFile(r.Path(n), []byte("new "+n), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// prepare makes a fresh temporary folder holding the files pre and
+// returns it, the folder rel inside it, and its snapshot.
+func prepare(t *testing.T, pre map[string]string, rel string) (root, dir string, before map[string]entry) {
+	t.Helper()
+	root = t.TempDir()
+	populate(t, root, pre)
+	return root, filepath.Join(root, rel), snapshot(t, root)
+}
+
+// published checks that dir holds name with the contents want, and none
+// of the package's own files.
+func published(t *testing.T, dir, name, want string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if string(b) != want {
+		t.Errorf("published %s: %q, %v", name, b, err)
+	}
+	if h := hidden(t, dir); len(h) != 0 {
+		t.Errorf("left %q", h)
 	}
 }
 

@@ -3,7 +3,6 @@ package plot
 import (
 	"bytes"
 	"fmt"
-	"image/png"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"gonum.org/v1/plot"
 
 	"badprune/internal/report"
+	"badprune/internal/testsupport/testfile"
 )
 
 func ptr(v float64) *float64 { return &v }
@@ -339,16 +339,7 @@ func escapeSVG(s string) string {
 
 func checkPNG(t *testing.T, path string) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if b := img.Bounds(); b.Dx() < 600 || b.Dy() < 300 {
+	if b := testfile.DecodePNG(t, path).Bounds(); b.Dx() < 600 || b.Dy() < 300 {
 		t.Errorf("%s: image is %v", path, b)
 	}
 }
@@ -389,7 +380,7 @@ func TestSaveForce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := readAll(t, paths)
+	before := testfile.ReadAll(t, paths)
 
 	// Another figure under the same name: refused, files untouched.
 	_, err = Save(figs["goodnet"], dir, "fig", false)
@@ -399,7 +390,7 @@ func TestSaveForce(t *testing.T) {
 	if want := paths[0] + ": already exists (use --force to overwrite)"; err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}
-	if after := readAll(t, paths); !equal(before, after) {
+	if after := testfile.ReadAll(t, paths); !equal(before, after) {
 		t.Error("refused Save changed the files")
 	}
 	checkNoTemp(t, dir)
@@ -418,7 +409,7 @@ func TestSaveForce(t *testing.T) {
 	if _, err := Save(figs["goodnet"], dir, "fig", true); err != nil {
 		t.Fatalf("Save with force: %v", err)
 	}
-	after := readAll(t, paths)
+	after := testfile.ReadAll(t, paths)
 	if bytes.Equal(before[1], after[1]) {
 		t.Error("Save with force left the old SVG")
 	}
@@ -455,19 +446,6 @@ func TestSaveErrors(t *testing.T) {
 	if es, _ := os.ReadDir(dir); len(es) != 0 {
 		t.Errorf("failed saves left %d files", len(es))
 	}
-}
-
-func readAll(t *testing.T, paths []string) [][]byte {
-	t.Helper()
-	var out [][]byte
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, b)
-	}
-	return out
 }
 
 func equal(a, b [][]byte) bool {

@@ -53,11 +53,10 @@ type LayerError struct {
 }
 
 func (e *LayerError) Error() string {
-	what := "layer"
 	if e.Rank {
-		what = "rank layer"
+		return fmt.Sprintf("rank layer %s: %s", e.Name, e.Problem)
 	}
-	return fmt.Sprintf("%s %s: %s", what, e.Name, e.Problem)
+	return fmt.Sprintf("layer %s: %s", e.Name, e.Problem)
 }
 
 // prunable reports whether pruning takes channels of l: a Conv2D, or a

@@ -19,6 +19,7 @@ import (
 	"badprune/internal/repair"
 	"badprune/internal/report"
 	"badprune/internal/testsupport/fixture"
+	"badprune/internal/testsupport/must"
 	"badprune/internal/testsupport/oracle"
 )
 
@@ -223,14 +224,8 @@ func checkRepair(t *testing.T, src, arch, layer string, n int, scale float32, st
 // in Keras 2 HDF5 and Keras 3 archives, pruning through
 // BatchNormalization (with and without gamma) and before a merge.
 func TestRepairNewLayersAgainstOracle(t *testing.T) {
-	layers, err := fixture.Layers(31)
-	if err != nil {
-		t.Fatal(err)
-	}
-	merge, err := fixture.Merge(31)
-	if err != nil {
-		t.Fatal(err)
-	}
+	layers := must.Get(t, fixture.Layers, 31)
+	merge := must.Get(t, fixture.Merge, 31)
 	dir := t.TempDir()
 	write := func(m *model.Model, name string) string {
 		path := filepath.Join(dir, name)
@@ -285,10 +280,7 @@ func TestRealKeras3ArchiveRepair(t *testing.T) {
 // stay zero, BatchNormalization stays frozen, and the file written differs
 // from B' only in the trained layers' weights.
 func TestFinetuneNewLayers(t *testing.T) {
-	m, err := fixture.Layers(31)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := must.Get(t, fixture.Layers, 31)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "bp.keras")
 	pruned := []int{1, 6}
@@ -340,10 +332,7 @@ func TestFinetuneNewLayers(t *testing.T) {
 // channels are zero after the BatchNormalization too: its gamma and beta
 // zeroed in B' reach the fine-tuned copy of B's file.
 func TestRepairFinetuneThroughBatchNorm(t *testing.T) {
-	m, err := fixture.Layers(31)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := must.Get(t, fixture.Layers, 31)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "layers.h5")
 	if err := m.Create(src, model.FullModelFile, false); err != nil {

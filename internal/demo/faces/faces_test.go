@@ -1,15 +1,15 @@
 package faces
 
 import (
-	"image/png"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
 	"sort"
 	"testing"
+
+	"badprune/internal/testsupport/testfile"
 )
 
 func TestSize(t *testing.T) {
@@ -298,15 +298,7 @@ func TestWritePNGAndMontage(t *testing.T) {
 	if err := WritePNG(p, img); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := testfile.DecodePNG(t, p)
 	if b := m.Bounds(); b.Dx() != W || b.Dy() != H {
 		t.Fatalf("PNG is %dx%d", b.Dx(), b.Dy())
 	}
