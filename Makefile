@@ -96,12 +96,16 @@ bench: build
 	$(GO) run ./cmd/bench -dir $(BENCH) -bin $(BIN) -runs 3
 	$(GO) test -run='^$$' -bench='^BenchmarkTrunk$$' -benchtime=40x -count=3 ./internal/model
 
-# The same repair beside the independent PyTorch peer (../shared/peer).
+# The same repair and a fine-tuning epoch beside the independent PyTorch
+# peer (../shared/peer), in one run on the same files. Without
+# libopenblas0-pthread Debian's torch uses the reference BLAS, about 6 times
+# slower in dense layers: no honest peer.
 bench-peer: build
 	@[ -d ../shared/peer ] || { echo "no ../shared/peer: nothing to compare with"; exit 1; }
-	@/usr/bin/python3 -c 'import torch, h5py' 2>/dev/null || { \
-	  if [ "$$(id -u)" != 0 ]; then echo "the peer needs python3-torch and python3-h5py (apt-get, as root)" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-h5py python3-pil >/dev/null; }
+	@{ /usr/bin/python3 -c 'import torch, h5py' 2>/dev/null && dpkg -s libopenblas0-pthread >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "the peer needs python3-torch, python3-h5py and libopenblas0-pthread (apt-get, as root)" >&2; exit 1; fi; \
+	  echo "installing python3-torch, python3-h5py, libopenblas0-pthread (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch python3-h5py python3-pil libopenblas0-pthread >/dev/null; }
 	@[ -f $(BENCH)/data/bd/bd_test.h5 ] || $(GO) run ./cmd/mkbench -out $(BENCH)
 	$(GO) run ./cmd/bench -dir $(BENCH) -bin $(BIN) -runs 3 -peer ../shared/peer
 

@@ -32,7 +32,8 @@ func main() {
 
 type sample struct {
 	wall time.Duration
-	rss  int64 // KiB
+	rss  int64  // KiB
+	out  string // what the command printed
 }
 
 // timed runs a command in dir and returns its wall time and peak RSS.
@@ -53,7 +54,8 @@ func timed(dir string, name string, args ...string) (sample, error) {
 		return sample{}, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, b)
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return sample{wall, ru.Maxrss}, nil
+	b, _ := os.ReadFile(out.Name())
+	return sample{wall, ru.Maxrss, string(b)}, nil
 }
 
 func median(s []sample) sample {
@@ -63,6 +65,11 @@ func median(s []sample) sample {
 		m.rss = max(m.rss, x.rss)
 	}
 	return m
+}
+
+// span is the fastest and slowest wall time of ss (sorted by median).
+func span(ss []sample) string {
+	return fmt.Sprintf("%.2f-%.2f", ss[0].wall.Seconds(), ss[len(ss)-1].wall.Seconds())
 }
 
 type phase struct {
@@ -90,7 +97,7 @@ func run(dir, bin string, runs int, peer string, peerRuns int) error {
 			"--epochs", "1", "--holdout", "0.01", "--bd-valid", "", "-q", "--force"}},
 	}
 	fmt.Printf("badprune at lab scale in %s, median of %d runs (peak RSS: largest)\n\n", dir, runs)
-	fmt.Printf("%-55s %9s %11s %10s\n", "phase", "wall s", "images/s", "peak MiB")
+	fmt.Printf("%-55s %9s %13s %11s %10s\n", "phase", "wall s", "range s", "images/s", "peak MiB")
 	results := map[string]sample{}
 	for _, p := range phases {
 		var ss []sample
@@ -103,7 +110,7 @@ func run(dir, bin string, runs int, peer string, peerRuns int) error {
 		}
 		m := median(ss)
 		results[p.name] = m
-		fmt.Printf("%-55s %9.2f %11.0f %10.0f\n", p.name, m.wall.Seconds(), float64(p.images)/m.wall.Seconds(), float64(m.rss)/1024)
+		fmt.Printf("%-55s %9.2f %13s %11.0f %10.0f\n", p.name, m.wall.Seconds(), span(ss), float64(p.images)/m.wall.Seconds(), float64(m.rss)/1024)
 	}
 	if peer == "" {
 		return nil
@@ -112,17 +119,33 @@ func run(dir, bin string, runs int, peer string, peerRuns int) error {
 		return err
 	}
 	py := "/usr/bin/python3"
-	var ps []sample
+	var ps, fs []sample
 	for i := 0; i < peerRuns; i++ {
 		s, err := timed(dir, py, filepath.Join(peer, "repair_ref.py"), "models/bd_net.h5", "data/cl/valid.h5", "data/bd/bd_valid.h5", "--mode", "cached")
 		if err != nil {
 			return err
 		}
 		ps = append(ps, s)
+		// The peer's fine-tuning epoch on the same model and set (batch 64).
+		if s, err = timed(dir, py, filepath.Join(peer, "finetune_ref.py"), "models/bd_net.h5", "data/cl/valid.h5", "--batch", "64"); err != nil {
+			return err
+		}
+		fs = append(fs, s)
 	}
-	m := median(ps)
-	ours := results[phases[0].name]
-	fmt.Printf("%-55s %9.2f %11.0f %10.0f\n", "peer repair_ref.py --mode cached", m.wall.Seconds(), float64(2*nValid)/m.wall.Seconds(), float64(m.rss)/1024)
-	fmt.Printf("\nrepair: badprune / peer = %.3f\n", ours.wall.Seconds()/m.wall.Seconds())
+	m, f := median(ps), median(fs)
+	ours, oursFT := results[phases[0].name], results[phases[2].name]
+	fmt.Printf("%-55s %9.2f %13s %11.0f %10.0f\n", "peer repair_ref.py --mode cached", m.wall.Seconds(), span(ps), float64(2*nValid)/m.wall.Seconds(), float64(m.rss)/1024)
+	fmt.Printf("%-55s %9.2f %13s %11.0f %10.0f\n", "peer finetune_ref.py, one epoch (all of valid)", f.wall.Seconds(), span(fs), float64(nValid)/f.wall.Seconds(), float64(f.rss)/1024)
+	fmt.Printf("\nrepair: badprune / peer wall = %.3f (goal <= 0.03)\n", ours.wall.Seconds()/m.wall.Seconds())
+	// The peer times its training loop alone; badprune's figure is the whole
+	// process (reading, holdout evaluation, writing), so the ratio is a floor.
+	var loop float64
+	if i := strings.Index(f.out, "images in"); i < 0 {
+		fmt.Printf("finetune: no timing in the peer's output: %q\n", f.out)
+	} else if _, err := fmt.Sscanf(f.out[i:], "images in %fs", &loop); err == nil && loop > 0 {
+		ourRate := float64(nValid) * 0.99 / oursFT.wall.Seconds()
+		fmt.Printf("finetune: badprune %.0f images/s (whole process) / peer %.0f images/s (its loop) = %.2f (goal >= 2)\n",
+			ourRate, float64(nValid)/loop, ourRate/(float64(nValid)/loop))
+	}
 	return nil
 }

@@ -98,7 +98,9 @@ func Run(ctx context.Context, m *model.Model, clean, bd train.Data, opt Options)
 	h, w, c := m.InputShape()
 	sz := h * w * c
 	trIdx, hoIdx := Split(clean.N(), opt.Holdout, opt.Seed)
-	trainSet, hold := Subset(clean, trIdx, sz), Subset(clean, hoIdx, sz)
+	// The training samples are a view (a copy would double the memory);
+	// the small holdout is gathered for evaluation.
+	trainSet, hold := train.Data{X: clean.X, Labels: clean.Labels, Idx: trIdx}, Subset(clean, hoIdx, sz)
 	if trainSet.N() < opt.Batch {
 		return nil, fmt.Errorf("%d training samples after the holdout, fewer than a batch of %d", trainSet.N(), opt.Batch)
 	}

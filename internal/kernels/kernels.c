@@ -1,8 +1,8 @@
 // Direct NHWC convolution as a GEMM with an implicit im2col: a tile of MR
 // output pixels times NR output channels is accumulated in registers while
-// walking the kernel taps, so no patch matrix is ever written. The AVX2+FMA
-// path is chosen at run time; the portable path computes the same sums in the
-// same order per output (tap-major, then input channel).
+// walking the kernel taps, so no patch matrix is ever written. The AVX-512 or
+// AVX2+FMA path is chosen at run time; all paths compute the same sums in
+// the same order per output (tap-major, then input channel).
 #include <float.h>
 #include <immintrin.h>
 #include <stdlib.h>
@@ -10,17 +10,29 @@
 
 #include "kernels.h"
 
-#define MR 6
+#define MR 6     // pixels per AVX2 tile
+#define MRMAX 12 // pixels per tile at most (AVX-512, narrow layers)
 
 int bp_have_avx2(void) {
 	__builtin_cpu_init();
 	return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
+// bp_isa is the widest kernel set the CPU runs: 2 AVX-512 (F, BW, DQ, VL),
+// 1 AVX2+FMA, 0 plain C. Each output's sums are the same FMAs in the same
+// order on 1 and 2, so the two give identical bits.
+int bp_isa(void) {
+	if (!bp_have_avx2()) return 0;
+	return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+	               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")
+	           ? 2
+	           : 1;
+}
+
 typedef struct {
-	const float *ip[MR]; // input base of each pixel of the tile
-	float *op[MR];       // output row of each pixel
-	int rows;            // valid pixels in the tile
+	const float *ip[MRMAX]; // input base of each pixel of the tile
+	float *op[MRMAX];       // output row of each pixel
+	int rows;               // valid pixels in the tile
 } tile_t;
 
 static inline void store_cols(float *o, const float *v, int ncols, int relu) {
@@ -108,6 +120,98 @@ kern_avx_24(const tile_t *t, const int *toff, int ntaps, int run,
 	kern_avx(t, toff, ntaps, run, kp, 24, bias, 0, ncols, relu, 4, 3);
 }
 
+// kern_512 is kern_avx on 16-lane registers: a tile of mr pixels x 16*nb
+// output channels (32 registers: mr*nb accumulators, nb kernel vectors and
+// a broadcast). The last vector is masked to the ncols real columns, so
+// loads never pass the end of the packed kernel or its bias.
+#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+T512 __attribute__((always_inline)) static inline void
+kern_512(const tile_t *t, const int *toff, int ntaps, int run, const float *kp,
+         int ldk, const float *bias, int jb, int ncols, int relu, const int mr,
+         const int nb) {
+	const __mmask16 last = (__mmask16)((1u << (ncols - 16 * (nb - 1))) - 1);
+	__m512 c[MRMAX][4], init[4];
+#pragma GCC unroll 4
+	for (int j = 0; j < nb; j++)
+		init[j] = j < nb - 1 ? _mm512_loadu_ps(bias + jb + 16 * j) : _mm512_maskz_loadu_ps(last, bias + jb + 16 * j);
+#pragma GCC unroll 12
+	for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+		for (int j = 0; j < nb; j++) c[r][j] = init[j];
+	const float *kt = kp + jb;
+	for (int tp = 0; tp < ntaps; tp++) {
+		const float *a[MRMAX];
+#pragma GCC unroll 12
+		for (int r = 0; r < mr; r++) a[r] = t->ip[r] + toff[tp];
+		for (int ci = 0; ci < run; ci++, kt += ldk) {
+			__m512 b[4];
+#pragma GCC unroll 4
+			for (int j = 0; j < nb; j++)
+				b[j] = j < nb - 1 ? _mm512_loadu_ps(kt + 16 * j) : _mm512_maskz_loadu_ps(last, kt + 16 * j);
+#pragma GCC unroll 12
+			for (int r = 0; r < mr; r++) {
+				const __m512 x = _mm512_set1_ps(a[r][ci]);
+#pragma GCC unroll 4
+				for (int j = 0; j < nb; j++) c[r][j] = _mm512_fmadd_ps(x, b[j], c[r][j]);
+			}
+		}
+	}
+	if (relu) {
+		const __m512 z = _mm512_setzero_ps();
+#pragma GCC unroll 12
+		for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+			for (int j = 0; j < nb; j++) c[r][j] = _mm512_max_ps(c[r][j], z);
+	}
+#pragma GCC unroll 12
+	for (int r = 0; r < mr; r++) {
+		if (r >= t->rows) break;
+#pragma GCC unroll 4
+		for (int j = 0; j < nb; j++) {
+			if (j < nb - 1)
+				_mm512_storeu_ps(t->op[r] + jb + 16 * j, c[r][j]);
+			else
+				_mm512_mask_storeu_ps(t->op[r] + jb + 16 * j, last, c[r][j]);
+		}
+	}
+}
+
+#define K512(MR_, NB_)                                                                   \
+	T512 static void kern_512_##MR_##_##NB_(const tile_t *t, const int *toff, int ntaps,  \
+	                                        int run, const float *kp, int ldk,            \
+	                                        const float *bias, int jb, int ncols, int relu) { \
+		kern_512(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu, MR_, NB_);           \
+	}
+K512(12, 1)
+K512(12, 2)
+K512(8, 1)
+K512(8, 2)
+K512(8, 3)
+K512(6, 1)
+K512(6, 2)
+K512(6, 3)
+K512(6, 4)
+
+// mr512 is the tile height for blocks of at most nb vectors: the most
+// pixels whose accumulators fit in the 32 registers.
+static int mr512(int nb) { return nb <= 2 ? 12 : nb == 3 ? 8 : 6; }
+
+static void kern_512_any(const tile_t *t, int mr, int nb, const int *toff, int ntaps,
+                         int run, const float *kp, int ldk, const float *bias,
+                         int jb, int ncols, int relu) {
+	switch (mr * 8 + nb) {
+	case 12 * 8 + 1: kern_512_12_1(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	case 12 * 8 + 2: kern_512_12_2(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	case 8 * 8 + 1: kern_512_8_1(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	case 8 * 8 + 2: kern_512_8_2(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	case 8 * 8 + 3: kern_512_8_3(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	case 6 * 8 + 1: kern_512_6_1(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	case 6 * 8 + 2: kern_512_6_2(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	case 6 * 8 + 3: kern_512_6_3(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	default: kern_512_6_4(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu); break;
+	}
+}
+
 static void kern_plain(const tile_t *t, const int *toff, int ntaps, int C,
                        const float *kp, int ldk, const float *bias, int jb,
                        int ncols, int relu) {
@@ -132,13 +236,13 @@ typedef struct {
 	const float *kp, *bias;
 	int KH, KW, OC, SH, SW, relu;
 	int OH, OW;
-	int ldk, run, panel, avx;
+	int ldk, run, panel, avx, isa;
 	int toff[64];
 } conv_t;
 
 static void conv_init(conv_t *c, const float *in, int H, int W, int C,
                       const float *kp, const float *bias, int KH, int KW, int OC,
-                      int SH, int SW, int relu, int OH, int OW) {
+                      int SH, int SW, int relu, int OH, int OW, int isa) {
 	*c = (conv_t){in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, OH, OW};
 	c->ldk = (OC + 7) & ~7;
 	// A kernel row (kx, ci) is contiguous in NHWC input, so the taps are the
@@ -149,15 +253,20 @@ static void conv_init(conv_t *c, const float *in, int H, int W, int C,
 	const int K = KH * c->run;
 	c->panel = (65536 / (K > 0 ? K : 1)) & ~15;
 	if (c->panel < 16) c->panel = 16;
-	c->avx = bp_have_avx2();
+	c->isa = isa;
+	c->avx = isa >= 1;
+	if (isa == 2 && c->panel < 64) c->panel = 64; // one full 4-vector block; L2 holds 1 MB
 }
 
 // conv_range computes output pixels [q0, q1) of the batch (pixels numbered
 // row-major over images, rows, columns) into out, pixel q at out[(q-q0)*OC].
 static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 	const long per = (long)c->OH * c->OW;
-	const int wide24 = c->avx && c->ldk == 24 && c->panel >= 24;
-	const int mr = wide24 ? 4 : MR;
+	const int wide24 = c->isa == 1 && c->ldk == 24 && c->panel >= 24;
+	// AVX-512: blocks of up to 64 columns, as many pixels as the widest fits.
+	const int w512 = c->panel < c->OC ? c->panel : c->OC;
+	const int nb512 = w512 >= 64 ? 4 : (w512 + 15) / 16;
+	const int mr = c->isa == 2 ? mr512(nb512) : wide24 ? 4 : MR;
 	for (int p0 = 0; p0 < c->ldk; p0 += c->panel) {
 		const int p1 = p0 + c->panel < c->ldk ? p0 + c->panel : c->ldk;
 		long n = q0 / per;
@@ -165,7 +274,7 @@ static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 		for (long q = q0; q < q1; q += mr) {
 			tile_t t;
 			t.rows = q1 - q < mr ? (int)(q1 - q) : mr;
-			for (int r = 0; r < MR; r++) {
+			for (int r = 0; r < mr; r++) {
 				if (r < t.rows) {
 					t.ip[r] = c->in + (((n * c->H) + (long)oy * c->SH) * c->W + (long)ox * c->SW) * c->C;
 					t.op[r] = out + (q + r - q0) * c->OC;
@@ -180,6 +289,15 @@ static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 					t.ip[r] = t.ip[t.rows - 1];
 					t.op[r] = t.op[t.rows - 1];
 				}
+			}
+			if (c->isa == 2) {
+				for (int jb = p0; jb < p1 && jb < c->OC; jb += 64) {
+					int ncols = p1 - jb < 64 ? p1 - jb : 64;
+					if (ncols > c->OC - jb) ncols = c->OC - jb;
+					kern_512_any(&t, mr, (ncols + 15) / 16, c->toff, c->KH, c->run, c->kp,
+					             c->ldk, c->bias, jb, ncols, c->relu);
+				}
+				continue;
 			}
 			if (wide24) {
 				kern_avx_24(&t, c->toff, c->KH, c->run, c->kp, c->bias, c->OC, c->relu);
@@ -203,13 +321,19 @@ static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 	}
 }
 
+void bp_conv2d_isa(const float *in, int N, int H, int W, int C, const float *kp,
+                   const float *bias, int KH, int KW, int OC, int SH, int SW,
+                   int relu, float *out, int OH, int OW, int isa) {
+	conv_t c;
+	if (KH > 64) return;
+	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, OH, OW, isa);
+	conv_range(&c, 0, (long)N * OH * OW, out);
+}
+
 void bp_conv2d(const float *in, int N, int H, int W, int C, const float *kp,
                const float *bias, int KH, int KW, int OC, int SH, int SW,
                int relu, float *out, int OH, int OW) {
-	conv_t c;
-	if (KH > 64) return;
-	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, OH, OW);
-	conv_range(&c, 0, (long)N * OH * OW, out);
+	bp_conv2d_isa(in, N, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, out, OH, OW, bp_isa());
 }
 
 static void pool_rows_2x2(const float *restrict r0, const float *restrict r1,
@@ -229,7 +353,7 @@ void bp_conv2d_pool(const float *in, int N, int H, int W, int C, const float *kp
 	conv_t c;
 	if (KH > 64) return;
 	const int CH = (H - KH) / SH + 1, CW = (W - KW) / SW + 1; // conv output size
-	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, CH, CW);
+	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, CH, CW, bp_isa());
 	// Blocks of conv rows small enough to stay in L2 between conv and pool.
 	int blk = (32768 / (CW * OC > 0 ? CW * OC : 1)) & ~1;
 	if (blk < 2) blk = 2;
@@ -301,9 +425,42 @@ void bp_maxpool(const float *in, int N, int H, int W, int C, int PH, int PW,
 	}
 }
 
+// maxpool_grad_2x2 is bp_maxpool_grad for the lab's pools, walking the
+// channels contiguously: the same arg-max (first maximum in row-major window
+// order) and the same single addition per window.
+static void maxpool_grad_2x2(const float *in, const float *dout, int N, int H, int W,
+                             int C, int OH, int OW, float *din) {
+	for (long n = 0; n < N; n++) {
+		const float *img = in + n * (long)H * W * C;
+		float *dimg = din + n * (long)H * W * C;
+		for (int oy = 0; oy < OH; oy++) {
+			for (int ox = 0; ox < OW; ox++) {
+				const float *g = dout + ((n * OH + oy) * (long)OW + ox) * C;
+				const long a = ((long)(2 * oy) * W + 2 * ox) * C, b = a + (long)W * C;
+				const long at[4] = {a, a + C, b, b + C};
+				for (int c = 0; c < C; c++) {
+					int best = 0;
+					float bv = img[a + c];
+					for (int k = 1; k < 4; k++)
+						if (img[at[k] + c] > bv) {
+							best = k;
+							bv = img[at[k] + c];
+						}
+					dimg[at[best] + c] += g[c];
+				}
+			}
+		}
+	}
+}
+
 void bp_maxpool_grad(const float *in, const float *dout, int N, int H, int W,
                      int C, int PH, int PW, int SH, int SW, int padT, int padL,
                      int OH, int OW, float *din) {
+	if (PH == 2 && PW == 2 && SH == 2 && SW == 2 && padT == 0 && padL == 0 &&
+	    2 * OH <= H && 2 * OW <= W) {
+		maxpool_grad_2x2(in, dout, N, H, W, C, OH, OW, din);
+		return;
+	}
 	for (long n = 0; n < N; n++) {
 		const float *img = in + n * (long)H * W * C;
 		float *dimg = din + n * (long)H * W * C;
@@ -378,6 +535,77 @@ gk_tile_avx(const float *img, const long *pix, int np, const int *off, int nk,
 		for (int j = 0; j < nj; j++) dk[(long)i * OC + jb + j] += r[i][j];
 }
 
+// gk_512 is gk_tile_avx on 16-lane registers: NK kernel entries x 16*NB
+// output channels, the last vector masked to the ncols real ones. Each dk
+// entry gets the same FMAs in the same order, so the bits equal AVX2's.
+T512 __attribute__((always_inline)) static inline void
+gk_512(const float *img, const long *pix, int np, const int *off, int nk,
+       const float *g, int OC, int jb, int ncols, float *dk, const int NK, const int NB) {
+	const __mmask16 last = (__mmask16)((1u << (ncols - 16 * (NB - 1))) - 1);
+	__m512 acc[24][4];
+	int o[24];
+#pragma GCC unroll 24
+	for (int i = 0; i < NK; i++) {
+		o[i] = off[i < nk ? i : 0];
+#pragma GCC unroll 4
+		for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+	}
+	for (int q = 0; q < np; q++) {
+		const float *x = img + pix[q];
+		const float *gp = g + (long)q * OC + jb;
+		__m512 gv[4];
+#pragma GCC unroll 4
+		for (int j = 0; j < NB; j++)
+			gv[j] = j < NB - 1 ? _mm512_loadu_ps(gp + 16 * j) : _mm512_maskz_loadu_ps(last, gp + 16 * j);
+#pragma GCC unroll 24
+		for (int i = 0; i < NK; i++) {
+			const __m512 v = _mm512_set1_ps(x[o[i]]);
+#pragma GCC unroll 4
+			for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(v, gv[j], acc[i][j]);
+		}
+	}
+#pragma GCC unroll 24
+	for (int i = 0; i < NK; i++) {
+		if (i >= nk) break;
+		float *d = dk + (long)i * OC + jb;
+#pragma GCC unroll 4
+		for (int j = 0; j < NB; j++) {
+			const __mmask16 m = j < NB - 1 ? (__mmask16)0xFFFF : last;
+			_mm512_mask_storeu_ps(d + 16 * j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + 16 * j), acc[i][j]));
+		}
+	}
+}
+
+#define GK512(NK_, NB_)                                                                       \
+	T512 static void gk_512_##NB_(const float *img, const long *pix, int np, const int *off, \
+	                              int nk, const float *g, int OC, int jb, int ncols, float *dk) { \
+		gk_512(img, pix, np, off, nk, g, OC, jb, ncols, dk, NK_, NB_);                       \
+	}
+GK512(24, 1)
+GK512(12, 2)
+GK512(8, 3)
+GK512(6, 4)
+
+// gk_512_image adds one image's kernel gradient into dk: column blocks of
+// up to 64 channels, each over tiles of kernel entries.
+static void gk_512_image(const float *img, const long *pix, int np, const int *off,
+                         int K, const float *g, int OC, float *dk) {
+	for (int jb = 0; jb < OC; jb += 64) {
+		const int ncols = OC - jb < 64 ? OC - jb : 64, nb = (ncols + 15) / 16;
+		const int NK = nb == 1 ? 24 : nb == 2 ? 12 : nb == 3 ? 8 : 6;
+		for (int k0 = 0; k0 < K; k0 += NK) {
+			const int nk = K - k0 < NK ? K - k0 : NK;
+			float *d = dk + (long)k0 * OC;
+			switch (nb) {
+			case 1: gk_512_1(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+			case 2: gk_512_2(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+			case 3: gk_512_3(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+			default: gk_512_4(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+			}
+		}
+	}
+}
+
 static void gk_plain(const float *in, const float *dout, int N, int H, int W, int C,
                      int KH, int KW, int OC, int SH, int SW, int OH, int OW,
                      float *dk, float *db) {
@@ -405,9 +633,15 @@ static void gk_plain(const float *in, const float *dout, int N, int H, int W, in
 void bp_conv2d_grad_kernel(const float *in, const float *dout, int N, int H,
                            int W, int C, int KH, int KW, int OC, int SH, int SW,
                            int OH, int OW, float *dk, float *db) {
+	bp_conv2d_grad_kernel_isa(in, dout, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, dk, db, bp_isa());
+}
+
+void bp_conv2d_grad_kernel_isa(const float *in, const float *dout, int N, int H,
+                               int W, int C, int KH, int KW, int OC, int SH, int SW,
+                               int OH, int OW, float *dk, float *db, int isa) {
 	for (long q = 0; q < (long)N * OH * OW; q++)
 		for (int j = 0; j < OC; j++) db[j] += dout[q * OC + j];
-	if (!bp_have_avx2()) {
+	if (isa == 0) {
 		gk_plain(in, dout, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, dk, db);
 		return;
 	}
@@ -419,9 +653,14 @@ void bp_conv2d_grad_kernel(const float *in, const float *dout, int N, int H,
 	for (int ky = 0; ky < KH; ky++)
 		for (int kx = 0; kx < KW; kx++)
 			for (int ci = 0; ci < C; ci++) off[(ky * KW + kx) * C + ci] = (ky * W + kx) * C + ci;
+	const int wide = isa == 2;
 	for (long n = 0; n < N; n++) {
 		const float *img = in + n * (long)H * W * C;
 		const float *g = dout + n * (long)P * OC;
+		if (wide) {
+			gk_512_image(img, pix, P, off, K, g, OC, dk);
+			continue;
+		}
 		for (int k0 = 0; k0 < K; k0 += 6) {
 			const int nk = K - k0 < 6 ? K - k0 : 6;
 			for (int jb = 0; jb < OC; jb += 16) {
@@ -434,39 +673,95 @@ void bp_conv2d_grad_kernel(const float *in, const float *dout, int N, int H,
 	free(off);
 }
 
+// axpy adds s*row to g; add adds s to d. The AVX-512 forms round as the
+// plain ones (a product, then a sum; no FMA), so their bits are the same.
+static inline void axpy_plain(float *g, const float *row, float s, int n) {
+	for (int i = 0; i < n; i++) g[i] += s * row[i];
+}
+static inline void add_plain(float *d, const float *s, int n) {
+	for (int i = 0; i < n; i++) d[i] += s[i];
+}
+// gcc would fuse a vector product and sum into an FMA (-ffp-contract=fast):
+// contraction off keeps the plain rounding.
+#define T512NC T512 __attribute__((optimize("fp-contract=off")))
+T512NC static inline void axpy_512(float *g, const float *row, float s, int n) {
+	const __m512 v = _mm512_set1_ps(s);
+	for (int i = 0; i < n; i += 16) {
+		const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+		const __m512 p = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, row + i));
+		_mm512_mask_storeu_ps(g + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, g + i), p));
+	}
+}
+T512NC static inline void add_512(float *d, const float *s, int n) {
+	for (int i = 0; i < n; i += 16) {
+		const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+		_mm512_mask_storeu_ps(d + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + i), _mm512_maskz_loadu_ps(m, s + i)));
+	}
+}
+
+// Per output pixel, the patch gradient g = sum_j dout[j] * k[:, j] (zero
+// gradients, most after a ReLU, skipped), added back onto the input patch
+// one kernel row (KW*C contiguous values in NHWC) at a time.
+#define GRAD_INPUT_BODY(AXPY, ADD)                                                       \
+	const int K = KH * KW * C;                                                             \
+	float *kt = malloc(sizeof(float) * K * OC);                                            \
+	float *g = malloc(sizeof(float) * K);                                                  \
+	for (int i = 0; i < K; i++)                                                            \
+		for (int j = 0; j < OC; j++) kt[(long)j * K + i] = k[(long)i * OC + j];            \
+	for (long n = 0; n < N; n++) {                                                         \
+		for (int oy = 0; oy < OH; oy++) {                                                    \
+			for (int ox = 0; ox < OW; ox++) {                                                  \
+				const float *go = dout + ((n * OH + oy) * (long)OW + ox) * OC;                   \
+				memset(g, 0, sizeof(float) * K);                                                 \
+				int any = 0;                                                                     \
+				for (int j = 0; j < OC; j++) {                                                   \
+					if (go[j] == 0) continue;                                                      \
+					any = 1;                                                                       \
+					AXPY(g, kt + (long)j * K, go[j], K);                                           \
+				}                                                                                \
+				if (!any) continue;                                                              \
+				float *base = din + ((n * H + (long)oy * SH) * W + (long)ox * SW) * C;           \
+				for (int ky = 0; ky < KH; ky++)                                                  \
+					ADD(base + (long)ky * W * C, g + ky * KW * C, KW * C);                         \
+			}                                                                                  \
+		}                                                                                    \
+	}                                                                                      \
+	free(g);                                                                               \
+	free(kt);
+
+static void grad_input_plain(const float *dout, const float *k, int N, int H, int W, int C,
+                             int KH, int KW, int OC, int SH, int SW, int OH, int OW, float *din) {
+	GRAD_INPUT_BODY(axpy_plain, add_plain)
+}
+T512NC static void grad_input_512(const float *dout, const float *k, int N, int H, int W, int C,
+                                int KH, int KW, int OC, int SH, int SW, int OH, int OW, float *din) {
+	GRAD_INPUT_BODY(axpy_512, add_512)
+}
+
 void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
                           int W, int C, int KH, int KW, int OC, int SH, int SW,
                           int OH, int OW, float *din) {
-	const int K = KH * KW * C;
-	// kt[j][k] = k[k][j]: each output gradient then adds a contiguous row.
-	float *kt = malloc(sizeof(float) * K * OC);
-	float *g = malloc(sizeof(float) * K);
-	for (int i = 0; i < K; i++)
-		for (int j = 0; j < OC; j++) kt[(long)j * K + i] = k[(long)i * OC + j];
-	for (long n = 0; n < N; n++) {
-		for (int oy = 0; oy < OH; oy++) {
-			for (int ox = 0; ox < OW; ox++) {
-				const float *go = dout + ((n * OH + oy) * (long)OW + ox) * OC;
-				memset(g, 0, sizeof(float) * K);
-				int any = 0;
-				for (int j = 0; j < OC; j++) {
-					const float s = go[j];
-					if (s == 0) continue;
-					any = 1;
-					const float *row = kt + (long)j * K;
-					for (int i = 0; i < K; i++) g[i] += s * row[i];
-				}
-				if (!any) continue;
-				float *base = din + ((n * H + (long)oy * SH) * W + (long)ox * SW) * C;
-				for (int ky = 0; ky < KH; ky++)
-					for (int kx = 0; kx < KW; kx++) {
-						float *d = base + ((long)ky * W + kx) * C;
-						const float *s = g + (ky * KW + kx) * C;
-						for (int ci = 0; ci < C; ci++) d[ci] += s[ci];
-					}
-			}
-		}
+	bp_conv2d_grad_input_isa(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din, bp_isa());
+}
+
+void bp_conv2d_grad_input_isa(const float *dout, const float *k, int N, int H,
+                              int W, int C, int KH, int KW, int OC, int SH, int SW,
+                              int OH, int OW, float *din, int isa) {
+	if (isa == 2)
+		grad_input_512(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din);
+	else
+		grad_input_plain(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din);
+}
+
+// ReLU and its gradient as the graph's Go loops defined them (max(a, 0):
+// NaN stays NaN, -0 becomes +0); plain loops the compiler vectorizes.
+void bp_relu(const float *x, long n, float *o) {
+	for (long i = 0; i < n; i++) {
+		const float a = x[i];
+		o[i] = a > 0 || a != a ? a : 0.0f;
 	}
-	free(g);
-	free(kt);
+}
+
+void bp_relu_grad(const float *y, const float *dy, long n, float *o) {
+	for (long i = 0; i < n; i++) o[i] = y[i] > 0 ? dy[i] : 0.0f;
 }

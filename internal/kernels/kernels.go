@@ -2,9 +2,9 @@
 // NHWC convolution (also used for dense layers), max pooling and their
 // gradients, in float32, spread over all cores.
 //
-// The kernels are C (cgo) with an AVX2+FMA path chosen at run time; they are
-// plain functions on slices so that the gorgonia ops in package nn and the
-// incremental pruning engine share them.
+// The kernels are C (cgo) with AVX-512 and AVX2+FMA paths chosen at run
+// time; they are plain functions on slices so that the gorgonia ops in
+// package nn and the incremental pruning engine share them.
 package kernels
 
 // #cgo CFLAGS: -O3 -std=gnu11
@@ -309,4 +309,59 @@ func Convert(src any, n, c, hw int, cf bool, scale float32, dst []float32) int {
 	}
 	_ = dst[n*c*hw-1]
 	return int(C.bp_convert(p, kind, C.int(n), C.int(c), C.int(hw), cbool(cf), C.float(scale), fptr(dst)))
+}
+
+// isa is the kernel set the CPU runs: 2 AVX-512, 1 AVX2+FMA, 0 plain C.
+func isa() int { return int(C.bp_isa()) }
+
+// forwardISA is Forward in one call (no threads) with the given
+// kernel set, at most isa(): tests compare the sets with each other.
+func (cv *Conv) forwardISA(in []float32, n, h, w int, relu bool, out []float32, set int) {
+	oh, ow := OutSize(h, cv.KH, cv.SH), OutSize(w, cv.KW, cv.SW)
+	_ = in[n*h*w*cv.C-1]
+	_ = out[n*oh*ow*cv.OC-1]
+	C.bp_conv2d_isa(fptr(in), C.int(n), C.int(h), C.int(w), C.int(cv.C),
+		fptr(cv.packed), fptr(cv.bias), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
+		C.int(cv.SH), C.int(cv.SW), cbool(relu), fptr(out), C.int(oh), C.int(ow), C.int(set))
+}
+
+// gradISA is GradKernel and GradInput in one call each (no threads) with
+// the given kernel set, at most isa(), for tests.
+func (cv *Conv) gradISA(in, dout, k []float32, n, h, w int, dk, db, din []float32, set int) {
+	oh, ow := OutSize(h, cv.KH, cv.SH), OutSize(w, cv.KW, cv.SW)
+	_ = in[n*h*w*cv.C-1]
+	_ = din[n*h*w*cv.C-1]
+	_ = dout[n*oh*ow*cv.OC-1]
+	_ = k[cv.KH*cv.KW*cv.C*cv.OC-1]
+	_ = dk[cv.KH*cv.KW*cv.C*cv.OC-1]
+	_ = db[cv.OC-1]
+	C.bp_conv2d_grad_kernel_isa(fptr(in), fptr(dout), C.int(n), C.int(h), C.int(w), C.int(cv.C),
+		C.int(cv.KH), C.int(cv.KW), C.int(cv.OC), C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow),
+		fptr(dk), fptr(db), C.int(set))
+	C.bp_conv2d_grad_input_isa(fptr(dout), fptr(k), C.int(n), C.int(h), C.int(w), C.int(cv.C),
+		C.int(cv.KH), C.int(cv.KW), C.int(cv.OC), C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow),
+		fptr(din), C.int(set))
+}
+
+// ReLU sets o to max(x, 0) elementwise, as Go's max does (NaN stays NaN).
+func ReLU(x, o []float32) {
+	if len(x) == 0 {
+		return
+	}
+	_ = o[len(x)-1]
+	parallel(len(x), 1<<16, func(lo, hi int) {
+		C.bp_relu(fptr(x[lo:]), C.long(hi-lo), fptr(o[lo:]))
+	})
+}
+
+// ReLUGrad sets o to dy where y > 0, else 0.
+func ReLUGrad(y, dy, o []float32) {
+	if len(y) == 0 {
+		return
+	}
+	_ = dy[len(y)-1]
+	_ = o[len(y)-1]
+	parallel(len(y), 1<<16, func(lo, hi int) {
+		C.bp_relu_grad(fptr(y[lo:]), fptr(dy[lo:]), C.long(hi-lo), fptr(o[lo:]))
+	})
 }

@@ -60,6 +60,22 @@ double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
 int bp_convert(const void *src, int kind, int n, int C, int HW, int cf,
                float scale, float *dst);
 
+// o = max(x, 0) elementwise (NaN kept, -0 to +0); its gradient o = dy where y > 0, else 0.
+void bp_relu(const float *x, long n, float *o);
+void bp_relu_grad(const float *y, const float *dy, long n, float *o);
+
 int bp_have_avx2(void);
+int bp_isa(void);
+
+// bp_conv2d on a given kernel set (bp_isa's numbering, at most bp_isa()), for tests.
+void bp_conv2d_isa(const float *in, int N, int H, int W, int C,
+                   const float *kp, const float *bias, int KH, int KW, int OC,
+                   int SH, int SW, int relu, float *out, int OH, int OW, int isa);
+void bp_conv2d_grad_kernel_isa(const float *in, const float *dout, int N, int H,
+                               int W, int C, int KH, int KW, int OC, int SH, int SW,
+                               int OH, int OW, float *dk, float *db, int isa);
+void bp_conv2d_grad_input_isa(const float *dout, const float *k, int N, int H,
+                              int W, int C, int KH, int KW, int OC, int SH, int SW,
+                              int OH, int OW, float *din, int isa);
 
 #endif

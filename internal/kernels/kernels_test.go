@@ -55,29 +55,42 @@ func close32(t *testing.T, what string, got []float32, want []float64, rel float
 	}
 }
 
+// convCase is a convolution to test: batch, input size, window, output
+// channels, strides.
+type convCase struct{ n, h, w, c, kh, kw, oc, sh, sw int }
+
+// convCases are the lab's DeepID layers, strides with an odd channel count,
+// channel counts around the vector widths, and dense layers.
+var convCases = []convCase{
+	{3, 55, 47, 3, 4, 4, 20, 1, 1},
+	{2, 26, 22, 20, 3, 3, 40, 1, 1},
+	{5, 12, 10, 40, 3, 3, 60, 1, 1},
+	{7, 5, 4, 60, 2, 2, 80, 1, 1},
+	{4, 9, 8, 5, 3, 2, 7, 2, 3},
+	{3, 7, 7, 4, 3, 3, 16, 1, 1},
+	{3, 7, 7, 4, 3, 3, 33, 1, 1},
+	{13, 1, 1, 1200, 1, 1, 160, 1, 1},
+	{9, 1, 1, 160, 1, 1, 1283, 1, 1},
+	{1, 3, 3, 1, 3, 3, 1, 1, 1},
+}
+
+// make draws an input and weights, and returns the packed convolution,
+// the output size and the float64 oracle's output.
+func (tc convCase) make(r *rand.Rand) (in []float32, cv *Conv, oh, ow int, want []float64) {
+	in = randSlice(r, tc.n*tc.h*tc.w*tc.c, 0, 1)
+	k := randSlice(r, tc.kh*tc.kw*tc.c*tc.oc, -1, 1)
+	b := randSlice(r, tc.oc, -1, 1)
+	cv = NewConv(k, b, tc.kh, tc.kw, tc.c, tc.oc, tc.sh, tc.sw)
+	oh, ow = OutSize(tc.h, tc.kh, tc.sh), OutSize(tc.w, tc.kw, tc.sw)
+	return in, cv, oh, ow, convOracle(in, k, b, tc.n, tc.h, tc.w, tc.c, tc.kh, tc.kw, tc.oc, tc.sh, tc.sw)
+}
+
 func TestConvForward(t *testing.T) {
-	cases := []struct {
-		n, h, w, c, kh, kw, oc, sh, sw int
-	}{
-		{3, 55, 47, 3, 4, 4, 20, 1, 1},
-		{2, 26, 22, 20, 3, 3, 40, 1, 1},
-		{5, 12, 10, 40, 3, 3, 60, 1, 1},
-		{7, 5, 4, 60, 2, 2, 80, 1, 1},
-		{4, 9, 8, 5, 3, 2, 7, 2, 3},       // strides, odd channel count
-		{13, 1, 1, 1200, 1, 1, 160, 1, 1}, // dense
-		{9, 1, 1, 160, 1, 1, 1283, 1, 1},  // dense, wide
-		{1, 3, 3, 1, 3, 3, 1, 1, 1},
-	}
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, tc := range cases {
-		in := randSlice(r, tc.n*tc.h*tc.w*tc.c, 0, 1)
-		k := randSlice(r, tc.kh*tc.kw*tc.c*tc.oc, -1, 1)
-		b := randSlice(r, tc.oc, -1, 1)
-		cv := NewConv(k, b, tc.kh, tc.kw, tc.c, tc.oc, tc.sh, tc.sw)
-		oh, ow := OutSize(tc.h, tc.kh, tc.sh), OutSize(tc.w, tc.kw, tc.sw)
+	for _, tc := range convCases {
+		in, cv, oh, ow, want := tc.make(r)
 		got := make([]float32, tc.n*oh*ow*tc.oc)
 		cv.Forward(in, tc.n, tc.h, tc.w, false, got)
-		want := convOracle(in, k, b, tc.n, tc.h, tc.w, tc.c, tc.kh, tc.kw, tc.oc, tc.sh, tc.sw)
 		close32(t, "conv", got, want, 1e-5)
 
 		relu := make([]float64, len(want))
@@ -99,6 +112,103 @@ func TestConvForward(t *testing.T) {
 			if ref[i] != pooled[i] {
 				t.Fatalf("conv+pool[%d] = %g, want %g", i, pooled[i], ref[i])
 			}
+		}
+	}
+}
+
+// TestConvISA: every kernel set the CPU runs gives the oracle's values, and
+// the vector sets give identical bits (same FMAs in the same order per
+// output), so switching sets changes no result.
+func TestConvISA(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range convCases {
+		in, cv, oh, ow, want := tc.make(r)
+		var vec []float32
+		for set := 0; set <= isa(); set++ {
+			got := make([]float32, tc.n*oh*ow*tc.oc)
+			cv.forwardISA(in, tc.n, tc.h, tc.w, false, got, set)
+			close32(t, fmt.Sprintf("conv %v set %d", tc, set), got, want, 1e-5)
+			if set == 0 {
+				continue
+			}
+			if vec == nil {
+				vec = got
+				continue
+			}
+			for i := range got {
+				if got[i] != vec[i] {
+					t.Fatalf("conv %v: set %d [%d] = %g, set 1 %g", tc, set, i, got[i], vec[i])
+				}
+			}
+		}
+	}
+}
+
+// TestGradISA: the kernel gradient has the same bits on the AVX2 and
+// AVX-512 sets (same FMAs, same order), the input gradient on the plain and
+// AVX-512 sets (products then sums, no FMA on either).
+func TestGradISA(t *testing.T) {
+	if isa() < 2 {
+		t.Skip("no AVX-512")
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, tc := range []struct{ n, h, w, c, kh, kw, oc, sh, sw int }{
+		{3, 55, 47, 3, 4, 4, 20, 1, 1},
+		{2, 26, 22, 20, 3, 3, 40, 1, 1},
+		{5, 12, 10, 40, 3, 3, 60, 1, 1},
+		{7, 5, 4, 60, 2, 2, 80, 1, 1},
+		{4, 9, 8, 5, 3, 2, 7, 2, 3},
+		{9, 1, 1, 160, 1, 1, 1283, 1, 1},
+	} {
+		oh, ow := OutSize(tc.h, tc.kh, tc.sh), OutSize(tc.w, tc.kw, tc.sw)
+		in := randSlice(r, tc.n*tc.h*tc.w*tc.c, 0, 1)
+		k := randSlice(r, tc.kh*tc.kw*tc.c*tc.oc, -1, 1)
+		dout := randSlice(r, tc.n*oh*ow*tc.oc, -1, 1)
+		for i := range dout {
+			if i%3 == 0 {
+				dout[i] = 0 // as after a ReLU: skipped
+			}
+		}
+		cv := NewConv(k, make([]float32, tc.oc), tc.kh, tc.kw, tc.c, tc.oc, tc.sh, tc.sw)
+		var dks, dins [3][]float32
+		for set := 0; set <= 2; set++ {
+			dks[set] = make([]float32, len(k))
+			dins[set] = make([]float32, len(in))
+			cv.gradISA(in, dout, k, tc.n, tc.h, tc.w, dks[set], make([]float32, tc.oc), dins[set], set)
+		}
+		for i := range k {
+			if dks[2][i] != dks[1][i] {
+				t.Fatalf("%v: dk[%d] AVX-512 %g, AVX2 %g", tc, i, dks[2][i], dks[1][i])
+			}
+		}
+		for i := range in {
+			if dins[2][i] != dins[0][i] {
+				t.Fatalf("%v: din[%d] AVX-512 %g, plain %g", tc, i, dins[2][i], dins[0][i])
+			}
+		}
+	}
+}
+
+// TestReLU: the kernels agree with Go's max(a, 0) bit for bit, NaN and -0 included.
+func TestReLU(t *testing.T) {
+	nan := float32(math.NaN())
+	x := []float32{1, -1, 0, float32(math.Copysign(0, -1)), nan, float32(math.Inf(1)), float32(math.Inf(-1)), 1e-40, -1e-40}
+	r := rand.New(rand.NewPCG(9, 10))
+	x = append(x, randSlice(r, 200003, -1, 1)...)
+	dy := randSlice(r, len(x), -1, 1)
+	o, g := make([]float32, len(x)), make([]float32, len(x))
+	ReLU(x, o)
+	ReLUGrad(x, dy, g)
+	for i, a := range x {
+		want, wg := max(a, 0), float32(0)
+		if a > 0 {
+			wg = dy[i]
+		}
+		if math.Float32bits(o[i]) != math.Float32bits(want) && !(a != a && o[i] != o[i]) {
+			t.Fatalf("relu(%g) = %g, want %g", a, o[i], want)
+		}
+		if math.Float32bits(g[i]) != math.Float32bits(wg) {
+			t.Fatalf("relu grad at %g = %g, want %g", a, g[i], wg)
 		}
 	}
 }

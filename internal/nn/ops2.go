@@ -162,9 +162,7 @@ func (op reluOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 		return nil, err
 	}
 	t, o := out(prealloc, s)
-	for i, a := range x {
-		o[i] = max(a, 0)
-	}
+	kernels.ReLU(x, o)
 	return t, nil
 }
 func (op reluOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
@@ -192,13 +190,7 @@ func (op reluGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 	}
 	y, dy := in[0], in[1]
 	t, o := out(prealloc, s[0])
-	for i, a := range y {
-		if a > 0 {
-			o[i] = dy[i]
-		} else {
-			o[i] = 0
-		}
-	}
+	kernels.ReLUGrad(y, dy, o)
 	return t, nil
 }
 

@@ -27,14 +27,21 @@ import (
 	"badprune/internal/nn"
 )
 
-// Data is a labelled set in memory, NHWC.
+// Data is a labelled set in memory, NHWC. With Idx it is the samples Idx
+// of X and Labels, in that order, without copying them (Fit only).
 type Data struct {
 	X      []float32
 	Labels []int
+	Idx    []int
 }
 
 // N is the number of samples.
-func (d Data) N() int { return len(d.Labels) }
+func (d Data) N() int {
+	if d.Idx != nil {
+		return len(d.Idx)
+	}
+	return len(d.Labels)
+}
 
 // Options configure Fit.
 type Options struct {
@@ -240,6 +247,9 @@ func (t *Trainer) Fit(ctx context.Context, d Data) ([]float64, error) {
 				return losses, err
 			}
 			for i, j := range perm[lo : lo+b] {
+				if d.Idx != nil {
+					j = d.Idx[j]
+				}
 				copy(x[i*sz:(i+1)*sz], d.X[j*sz:(j+1)*sz])
 				labels[i] = d.Labels[j]
 			}
