@@ -54,9 +54,6 @@ func NewTrunk(m *model.Model, batch int, outputs ...string) (*Trunk, error) {
 	return &Trunk{m: m, r: r, batch: batch, size: h * w * c}, nil
 }
 
-// Batch is the most images one Run takes.
-func (t *Trunk) Batch() int { return t.batch }
-
 // Run computes the outputs for the first n NHWC images of x: one slice per
 // output layer holding Batch() rows, of which the first n are valid. The
 // slices are reused by the next Run.
@@ -132,9 +129,6 @@ func NewPart(m *model.Model, batch int, feeds ...string) (*Part, error) {
 	}
 	return p, nil
 }
-
-// Batch is the most samples one Predict takes.
-func (p *Part) Batch() int { return p.batch }
 
 // Predict labels n samples (at most the batch) from the outputs of the fed
 // layers: in[i] holds n rows of the i-th.

@@ -125,15 +125,23 @@ kern_avx_24(const tile_t *t, const int *toff, int ntaps, int run,
 // a broadcast). The last vector is masked to the ncols real columns, so
 // loads never pass the end of the packed kernel or its bias.
 #define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+
+// load_row512 loads nb vectors of 16 floats from p, the last masked to the
+// real columns, so a load never passes the end of a row.
+T512 __attribute__((always_inline)) static inline void
+load_row512(__m512 *v, const float *p, const int nb, __mmask16 last) {
+#pragma GCC unroll 4
+	for (int j = 0; j < nb; j++)
+		v[j] = j < nb - 1 ? _mm512_loadu_ps(p + 16 * j) : _mm512_maskz_loadu_ps(last, p + 16 * j);
+}
+
 T512 __attribute__((always_inline)) static inline void
 kern_512(const tile_t *t, const int *toff, int ntaps, int run, const float *kp,
          int ldk, const float *bias, int jb, int ncols, int relu, const int mr,
          const int nb) {
 	const __mmask16 last = (__mmask16)((1u << (ncols - 16 * (nb - 1))) - 1);
 	__m512 c[MRMAX][4], init[4];
-#pragma GCC unroll 4
-	for (int j = 0; j < nb; j++)
-		init[j] = j < nb - 1 ? _mm512_loadu_ps(bias + jb + 16 * j) : _mm512_maskz_loadu_ps(last, bias + jb + 16 * j);
+	load_row512(init, bias + jb, nb, last);
 #pragma GCC unroll 12
 	for (int r = 0; r < mr; r++)
 #pragma GCC unroll 4
@@ -145,9 +153,7 @@ kern_512(const tile_t *t, const int *toff, int ntaps, int run, const float *kp,
 		for (int r = 0; r < mr; r++) a[r] = t->ip[r] + toff[tp];
 		for (int ci = 0; ci < run; ci++, kt += ldk) {
 			__m512 b[4];
-#pragma GCC unroll 4
-			for (int j = 0; j < nb; j++)
-				b[j] = j < nb - 1 ? _mm512_loadu_ps(kt + 16 * j) : _mm512_maskz_loadu_ps(last, kt + 16 * j);
+			load_row512(b, kt, nb, last);
 #pragma GCC unroll 12
 			for (int r = 0; r < mr; r++) {
 				const __m512 x = _mm512_set1_ps(a[r][ci]);
@@ -554,9 +560,7 @@ gk_512(const float *img, const long *pix, int np, const int *off, int nk,
 		const float *x = img + pix[q];
 		const float *gp = g + (long)q * OC + jb;
 		__m512 gv[4];
-#pragma GCC unroll 4
-		for (int j = 0; j < NB; j++)
-			gv[j] = j < NB - 1 ? _mm512_loadu_ps(gp + 16 * j) : _mm512_maskz_loadu_ps(last, gp + 16 * j);
+		load_row512(gv, gp, NB, last);
 #pragma GCC unroll 24
 		for (int i = 0; i < NK; i++) {
 			const __m512 v = _mm512_set1_ps(x[o[i]]);

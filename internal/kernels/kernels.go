@@ -48,9 +48,6 @@ func NewDense(kernel, bias []float32, in, out int) *Conv {
 // OutSize is the valid-padding output size of an input of size n.
 func OutSize(n, k, s int) int { return (n-k)/s + 1 }
 
-// Workers is the number of goroutines a kernel call spreads over.
-func Workers() int { return workpool.Workers() }
-
 // parallel runs f over [0,n) in parts of at least minPart, one per worker.
 func parallel(n, minPart int, f func(lo, hi int)) { workpool.Split(n, minPart, f) }
 
