@@ -114,7 +114,7 @@ func (f *finetuneFlags) bind(c *cobra.Command, prefix string) {
 	fs := c.Flags()
 	fs.IntVar(&f.Epochs, prefix+"epochs", 10, "fine-tuning epochs (at most)")
 	fs.StringVar(&f.Optimizer, prefix+"optimizer", "adam", "fine-tuning optimizer: adam, or momentum (SGD with momentum 0.9)")
-	fs.Float64Var(&f.L2, prefix+"l2", 0, "fine-tuning weight decay (L2 coefficient added to the gradients)")
+	fs.Float64Var(&f.L2, prefix+"l2", 0, "fine-tuning weight decay: L2·w added to the gradients (with momentum: L2 times the velocity)")
 	fs.BoolVar(&f.Cosine, prefix+"cosine", true, "lower the learning rate along a half cosine over the epochs")
 	fs.Float64Var(&f.LR, prefix+"lr", 1e-3, "fine-tuning learning rate (Adam)")
 	fs.IntVar(&f.Batch, prefix+"batch", 64, "fine-tuning batch size")

@@ -219,14 +219,23 @@ func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) e
 		}
 		// Each variant starts from the largest computed set it contains.
 		done := []computed{{nil, base}}
-		for _, v := range g.variants {
-			from := done[0]
-			for _, d := range done[1:] {
-				if subset(d.channels, v.channels) && len(d.channels) >= len(from.channels) {
-					from = d
+		for i, v := range g.variants {
+			at := 0
+			for j, d := range done[1:] {
+				if subset(d.channels, v.channels) && len(d.channels) >= len(done[at].channels) {
+					at = j + 1
 				}
 			}
-			s := from.s.Clone()
+			from := done[at]
+			// A state no later variant can need (all of them contain v,
+			// which will serve them at least as well) is zeroed in place:
+			// nested B' (the thresholds of one ranking) need no copies.
+			s := from.s
+			if !all(g.variants[i+1:], func(w variant) bool { return subset(v.channels, w.channels) }) {
+				s = s.Clone()
+			} else {
+				done = slices.Delete(done, at, at+1)
+			}
 			s.Zero(minus(v.channels, from.channels))
 			copy(preds[v.index][start+lo:start+hi], s.Pred)
 			done = append(done, computed{v.channels, s})
@@ -245,6 +254,15 @@ func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) e
 type computed struct {
 	channels []int
 	s        *incr.State
+}
+
+func all[T any](s []T, f func(T) bool) bool {
+	for _, x := range s {
+		if !f(x) {
+			return false
+		}
+	}
+	return true
 }
 
 func subset(a, b []int) bool {

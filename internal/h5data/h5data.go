@@ -11,12 +11,15 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
+	"sync/atomic"
 
 	"gonum.org/v1/hdf5"
 
 	"badprune/internal/guard"
 	"badprune/internal/h5"
 	"badprune/internal/kernels"
+	"badprune/internal/workpool"
 )
 
 // MaxSamples bounds the samples of a set: a damaged or hostile file can
@@ -394,16 +397,45 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 	return ctx.Err()
 }
 
-// ReadAll reads every image of the set into memory (NHWC float32).
+// ReadAll reads every image of the set into memory (NHWC float32). Chunks
+// go straight into the result, one reader per core: while one holds the
+// library, the others convert what they read.
 func (s *Set) ReadAll(ctx context.Context) ([]float32, error) {
 	sz := s.ImageSize()
 	x := make([]float32, s.N*sz)
-	err := s.Stream(ctx, 512, func(b Batch) error {
-		copy(x[b.Start*sz:], b.X)
-		return nil
+	adviseHuge(x)
+	const chunk = 256
+	var (
+		next atomic.Int64
+		mu   sync.Mutex
+		errs error
+		at   int // errs is the error of the earliest failed chunk, at
+	)
+	workpool.Split(workpool.Workers(), 1, func(lo, hi int) {
+		var buf Buffer
+		for {
+			start := int(next.Add(chunk)) - chunk
+			if start >= s.N {
+				return
+			}
+			err := ctx.Err()
+			if err == nil {
+				n := min(chunk, s.N-start)
+				err = s.Read(start, n, x[start*sz:(start+n)*sz], &buf)
+			}
+			if err != nil {
+				mu.Lock()
+				if errs == nil || start < at {
+					errs, at = err, start
+				}
+				mu.Unlock()
+				next.Store(int64(s.N)) // the others stop at their next chunk
+				return
+			}
+		}
 	})
-	if err != nil {
-		return nil, err
+	if errs != nil {
+		return nil, errs
 	}
 	return x, nil
 }

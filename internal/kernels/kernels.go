@@ -9,6 +9,11 @@ package kernels
 
 // #cgo CFLAGS: -O3 -std=gnu11
 // #include "kernels.h"
+// void bp_maxpool_grad_relu(const float *in, const float *dout, int N, int H, int W, int C,
+//                           int OH, int OW, float *din);
+// void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W,
+//                               int C, int OH, int OW, float *din, int isa);
+// void bp_colsum(const float *x, long rows, int c, double *acc);
 import "C"
 
 import (
@@ -24,19 +29,36 @@ type Conv struct {
 	SH, SW        int
 	packed        []float32 // [KH*KW*C][ldk]
 	bias          []float32 // [ldk]
+	parts         [][]float32
 }
 
 // NewConv packs an HWIO kernel (KH*KW*C*OC values) and its OC biases.
 func NewConv(kernel, bias []float32, kh, kw, c, oc, sh, sw int) *Conv {
-	ldk := (oc + 7) &^ 7
-	k := kh * kw * c
-	cv := &Conv{KH: kh, KW: kw, C: c, OC: oc, SH: sh, SW: sw,
-		packed: make([]float32, k*ldk), bias: make([]float32, ldk)}
+	cv := NewShape(kh, kw, c, oc, sh, sw)
+	cv.Pack(kernel, bias)
+	return cv
+}
+
+// NewShape is a convolution of the given geometry without weights: enough
+// for GradKernel and GradInput, which take the kernel unpacked; Pack gives
+// it weights for Forward.
+func NewShape(kh, kw, c, oc, sh, sw int) *Conv {
+	return &Conv{KH: kh, KW: kw, C: c, OC: oc, SH: sh, SW: sw}
+}
+
+// Pack packs an HWIO kernel and its biases into cv, reusing its memory:
+// a layer whose weights change every training step is packed anew each
+// time.
+func (cv *Conv) Pack(kernel, bias []float32) {
+	ldk := (cv.OC + 7) &^ 7
+	k := cv.KH * cv.KW * cv.C
+	if len(cv.packed) != k*ldk {
+		cv.packed, cv.bias = make([]float32, k*ldk), make([]float32, ldk)
+	}
 	for i := 0; i < k; i++ {
-		copy(cv.packed[i*ldk:i*ldk+oc], kernel[i*oc:(i+1)*oc])
+		copy(cv.packed[i*ldk:i*ldk+cv.OC], kernel[i*cv.OC:(i+1)*cv.OC])
 	}
 	copy(cv.bias, bias)
-	return cv
 }
 
 // NewDense packs a Keras Dense kernel (in*out values, row-major [in][out]) as
@@ -130,10 +152,64 @@ func (p Pool) MaxPoolGrad(in, dout []float32, n, h, w, c, oh, ow int, din []floa
 	})
 }
 
+// MaxPoolGradReLU sets din to the gradient of MaxPool(relu(z)) with
+// respect to z, given in = relu(z) and dout; every entry is written. It
+// reports false, doing nothing, unless p is a 2x2 pool of stride 2 without
+// padding (in, dout and din must not overlap).
+func (p Pool) MaxPoolGradReLU(in, dout []float32, n, h, w, c, oh, ow int, din []float32) bool {
+	if p != (Pool{PH: 2, PW: 2, SH: 2, SW: 2}) || 2*oh > h || 2*ow > w {
+		return false
+	}
+	inSz, outSz := h*w*c, oh*ow*c
+	_ = in[n*inSz-1]
+	_ = din[n*inSz-1]
+	_ = dout[n*outSz-1]
+	p.gradReLUISA(in, dout, n, h, w, c, oh, ow, din, isa())
+	return true
+}
+
+// gradReLUISA is MaxPoolGradReLU's work with the instruction set chosen.
+func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din []float32, set int) {
+	inSz, outSz := h*w*c, oh*ow*c
+	parallel(n, 8, func(lo, hi int) {
+		C.bp_maxpool_grad_relu_isa(fptr(in[lo*inSz:]), fptr(dout[lo*outSz:]), C.int(hi-lo), C.int(h),
+			C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[lo*inSz:]), C.int(set))
+	})
+}
+
+// ColSums sets sums to the sums of the columns of x (rows of len(sums)
+// values), accumulated in float64 over a fixed number of parts added in
+// order: the same bits on any number of cores.
+func ColSums(x []float32, sums []float32) {
+	c := len(sums)
+	if c == 0 {
+		return
+	}
+	const parts = 8
+	rows := len(x) / c
+	acc := make([]float64, parts*c)
+	parallel(parts, 1, func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			a, b := rows*p/parts, rows*(p+1)/parts
+			if a < b {
+				C.bp_colsum(fptr(x[a*c:]), C.long(b-a), C.int(c), (*C.double)(unsafe.Pointer(&acc[p*c])))
+			}
+		}
+	})
+	for j := range sums {
+		s := 0.0
+		for p := 0; p < parts; p++ {
+			s += acc[p*c+j]
+		}
+		sums[j] = float32(s)
+	}
+}
+
 // GradKernel adds the gradients of Forward's loss with respect to the HWIO
 // kernel and the bias into dk (KH*KW*C*OC) and db (OC), given the input and
-// the output gradient dout. The batch is cut into a fixed number of parts
-// summed in order, so the result does not depend on the number of cores.
+// the output gradient dout; db may be nil. The batch is cut into a fixed
+// number of parts summed in order, so the result does not depend on the
+// number of cores. The parts' memory stays in cv: one call at a time.
 func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 	oh, ow := OutSize(h, cv.KH, cv.SH), OutSize(w, cv.KW, cv.SW)
 	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
@@ -141,30 +217,49 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 	_ = dout[n*outSz-1]
 	nk := cv.KH * cv.KW * cv.C * cv.OC
 	_ = dk[nk-1]
-	_ = db[cv.OC-1]
-	const parts = 8
-	pk := make([][]float32, parts)
-	pb := make([][]float32, parts)
+	if db != nil {
+		_ = db[cv.OC-1]
+	}
+	// Parts to spread over the cores; a dense layer's partial kernels are
+	// as large as the work of a part, so it gets fewer.
+	parts := 8
+	if h*w == 1 {
+		parts = 2
+	}
+	if len(cv.parts) != parts || len(cv.parts[0]) != nk+cv.OC {
+		cv.parts = make([][]float32, parts)
+		for p := range cv.parts {
+			cv.parts[p] = make([]float32, nk+cv.OC)
+		}
+	}
 	parallel(parts, 1, func(lo, hi int) {
 		for p := lo; p < hi; p++ {
 			a, b := n*p/parts, n*(p+1)/parts
 			if a == b {
 				continue
 			}
-			pk[p], pb[p] = make([]float32, nk), make([]float32, cv.OC)
+			part := cv.parts[p]
+			clear(part)
 			C.bp_conv2d_grad_kernel(fptr(in[a*inSz:]), fptr(dout[a*outSz:]), C.int(b-a),
 				C.int(h), C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
-				C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), fptr(pk[p]), fptr(pb[p]))
+				C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), fptr(part[:nk]), fptr(part[nk:]))
 		}
 	})
-	for p := range pk {
-		for i, v := range pk[p] {
-			dk[i] += v
+	// The parts are summed in their order whatever the number of cores.
+	parallel(nk+cv.OC, 1<<14, func(lo, hi int) {
+		for p := 0; p < parts; p++ {
+			if n*p/parts == n*(p+1)/parts {
+				continue
+			}
+			part := cv.parts[p]
+			for i := lo; i < min(hi, nk); i++ {
+				dk[i] += part[i]
+			}
+			for i := max(lo, nk); i < hi && db != nil; i++ {
+				db[i-nk] += part[i]
+			}
 		}
-		for i, v := range pb[p] {
-			db[i] += v
-		}
-	}
+	})
 }
 
 // GradInput adds the gradient of Forward's loss with respect to its input to

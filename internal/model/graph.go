@@ -196,7 +196,7 @@ func (gr *Graph) layer(m *Model, l *Layer, fused, folded map[string]bool, train 
 		return gr.X, nil
 	case Conv2D:
 		k, b := gr.params(l)
-		return gr.conv(m, l, x(), k, b, false, train)
+		return gr.conv(m, l, x(), k, b, false)
 	case SeparableConv2D, DepthwiseConv2D:
 		return gr.depthwise(m, l, x(), false, train)
 	case BatchNorm:
@@ -206,7 +206,7 @@ func (gr *Graph) layer(m *Model, l *Layer, fused, folded map[string]bool, train 
 		}
 		k, b := gr.foldedParams(src, l)
 		if src.Kind == Conv2D {
-			return gr.conv(m, src, gr.in(src, 0), k, b, false, train)
+			return gr.conv(m, src, gr.in(src, 0), k, b, false)
 		}
 		return gr.depthwise(m, src, gr.in(src, 0), true, train, k, b)
 	case Rescaling:
@@ -215,7 +215,7 @@ func (gr *Graph) layer(m *Model, l *Layer, fused, folded map[string]bool, train 
 		src := m.Layer(l.Inputs[0])
 		if fused[src.Name] {
 			k, b := gr.params(src)
-			return gr.conv(m, src, gr.in(src, 0), k, b, true, false)
+			return gr.conv(m, src, gr.in(src, 0), k, b, true)
 		}
 		return nn.MaxPool(x(), gr.window(m, l).Pool, l.Shape[0], l.Shape[1])
 	case AvgPool:
@@ -308,12 +308,12 @@ func (gr *Graph) spec(m *Model, l *Layer) nn.ConvSpec {
 	return spec
 }
 
-// conv applies Conv2D l with kernel k and bias b, fused for inference with
-// its ReLU and, when pool is set, a 2x2 max pool.
-func (gr *Graph) conv(m *Model, l *Layer, x, k, b *G.Node, pool, train bool) (*G.Node, error) {
+// conv applies Conv2D l with kernel k and bias b, fused with a plain ReLU
+// and, when pool is set (inference), a 2x2 max pool.
+func (gr *Graph) conv(m *Model, l *Layer, x, k, b *G.Node, pool bool) (*G.Node, error) {
 	spec := gr.spec(m, l)
 	spec.Pool = pool
-	spec.ReLU = gr.plainReLU(m, l) && !train
+	spec.ReLU = gr.plainReLU(m, l)
 	c, err := nn.Conv(x, k, b, spec)
 	if err != nil || spec.ReLU {
 		return c, err
@@ -378,6 +378,9 @@ func (gr *Graph) NewRunner(outputs ...string) (*Runner, error) {
 		G.Read(n, v)
 		r.outs = append(r.outs, v)
 	}
+	// Runs reuse the ops' outputs instead of allocating them anew (the
+	// reads above copy what the caller gets).
+	nn.KeepOutputs(gr.G)
 	r.vm = G.NewTapeMachine(gr.G)
 	return r, nil
 }

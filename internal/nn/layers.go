@@ -30,7 +30,7 @@ func Apply(x *G.Node, a Act) (*G.Node, error) {
 	if _, _, ok := a.eval(0); !ok {
 		return nil, fmt.Errorf("nn: activation %q is not supported", a.Name)
 	}
-	return G.ApplyOp(actOp{base{fmt.Sprintf("Act%+v%d", a, x.Dims()), []int{x.Dims(), x.Dims()}}, a}, x)
+	return G.ApplyOp(actOp{newBase(fmt.Sprintf("Act%+v%d", a, x.Dims()), []int{x.Dims(), x.Dims()}), a}, x)
 }
 
 func sigmoid(x float64) float64 {
@@ -119,7 +119,7 @@ func (op actOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, o := out(prealloc, s)
+	t, o := op.out(prealloc, s)
 	for i, a := range x {
 		y, _, _ := op.act.eval(float64(a))
 		o[i] = float32(y)
@@ -128,7 +128,7 @@ func (op actOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
 }
 func (op actOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	r := op.ranks[0]
-	dx, err := G.ApplyOp(actGradOp{base{"Grad" + op.name, []int{r, r, r}}, op.act}, in[0], grad)
+	dx, err := G.ApplyOp(actGradOp{newBase("Grad"+op.name, []int{r, r, r}), op.act}, in[0], grad)
 	return G.Nodes{dx}, err
 }
 
@@ -147,7 +147,7 @@ func (op actGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, erro
 	if err != nil {
 		return nil, err
 	}
-	t, o := out(prealloc, s[0])
+	t, o := op.out(prealloc, s[0])
 	for i, a := range in[0] {
 		_, d, _ := op.act.eval(float64(a))
 		o[i] = float32(d * float64(in[1][i]))
@@ -160,7 +160,7 @@ func (op actGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, erro
 // of the graph; no gradient flows to them.
 func Affine(x, a, b *G.Node) (*G.Node, error) {
 	r := x.Dims()
-	return G.ApplyOp(affineOp{base{fmt.Sprintf("Affine%d", r), []int{r, 1, 1, r}}}, x, a, b)
+	return G.ApplyOp(affineOp{newBase(fmt.Sprintf("Affine%d", r), []int{r, 1, 1, r})}, x, a, b)
 }
 
 type affineOp struct{ base }
@@ -180,7 +180,7 @@ func (op affineOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error
 	if c == 0 || s[0][len(s[0])-1] != c || len(b) != c {
 		return nil, fmt.Errorf("affine: input %v, %d scales, %d shifts", s[0], c, len(b))
 	}
-	t, o := out(prealloc, s[0])
+	t, o := op.out(prealloc, s[0])
 	for i := 0; i < len(x); i += c {
 		for j := 0; j < c; j++ {
 			o[i+j] = x[i+j]*a[j] + b[j]
@@ -190,7 +190,7 @@ func (op affineOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error
 }
 func (op affineOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	r := op.ranks[0]
-	dx, err := G.ApplyOp(scaleOp{base{fmt.Sprintf("Scale%d", r), []int{r, 1, r}}}, grad, in[1])
+	dx, err := G.ApplyOp(scaleOp{newBase(fmt.Sprintf("Scale%d", r), []int{r, 1, r})}, grad, in[1])
 	return G.Nodes{dx, nil, nil}, err
 }
 
@@ -208,7 +208,7 @@ func (op scaleOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error)
 	}
 	dy, a := in[0], in[1]
 	c := len(a)
-	t, o := out(prealloc, s[0])
+	t, o := op.out(prealloc, s[0])
 	for i := 0; i < len(dy); i += c {
 		for j := 0; j < c; j++ {
 			o[i+j] = dy[i+j] * a[j]
@@ -244,7 +244,7 @@ func (p Window) cells(h, w, oy, ox int, f func(pos, ky, kx int)) {
 // AvgPool applies a Keras AveragePooling2D: the mean of each window's
 // cells inside the input, padding not counted (TensorFlow's "same").
 func AvgPool(x *G.Node, p Window) (*G.Node, error) {
-	return G.ApplyOp(avgPoolOp{base{fmt.Sprintf("AvgPool%+v", p), []int{4, 4}}, p}, x)
+	return G.ApplyOp(avgPoolOp{newBase(fmt.Sprintf("AvgPool%+v", p), []int{4, 4}), p}, x)
 }
 
 type avgPoolOp struct {
@@ -267,7 +267,7 @@ func (op avgPoolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, erro
 		return nil, err
 	}
 	n, h, w, c := s[0], s[1], s[2], s[3]
-	t, o := out(prealloc, tensor.Shape{n, op.OH, op.OW, c})
+	t, o := op.out(prealloc, tensor.Shape{n, op.OH, op.OW, c})
 	workpool.Split(n, 1, func(lo, hi int) {
 		acc := make([]float32, c)
 		for i := lo; i < hi; i++ {
@@ -293,7 +293,7 @@ func (op avgPoolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, erro
 	return t, nil
 }
 func (op avgPoolOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dx, err := G.ApplyOp(avgPoolGradOp{base{"Grad" + op.name + fmt.Sprint(in[0].Shape()), []int{4, 4}}, op.Window, in[0].Shape()}, grad)
+	dx, err := G.ApplyOp(avgPoolGradOp{newBase("Grad"+op.name+fmt.Sprint(in[0].Shape()), []int{4, 4}), op.Window, in[0].Shape()}, grad)
 	return G.Nodes{dx}, err
 }
 
@@ -312,7 +312,7 @@ func (op avgPoolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, 
 		return nil, err
 	}
 	n, h, w, c := op.shape[0], op.shape[1], op.shape[2], op.shape[3]
-	t, dx := out(prealloc, op.shape)
+	t, dx := op.out(prealloc, op.shape)
 	zero(dx)
 	for i := 0; i < n; i++ {
 		img := dx[i*h*w*c : (i+1)*h*w*c]
@@ -335,7 +335,7 @@ func (op avgPoolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, 
 // GlobalPool applies GlobalAveragePooling2D (or GlobalMaxPooling2D when
 // max is set): (N, H, W, C) to (N, C).
 func GlobalPool(x *G.Node, max bool) (*G.Node, error) {
-	return G.ApplyOp(globalPoolOp{base{fmt.Sprintf("GlobalPool{max:%v}", max), []int{4, 2}}, max}, x)
+	return G.ApplyOp(globalPoolOp{newBase(fmt.Sprintf("GlobalPool{max:%v}", max), []int{4, 2}), max}, x)
 }
 
 type globalPoolOp struct {
@@ -374,7 +374,7 @@ func (op globalPoolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, e
 		return nil, err
 	}
 	n, hw, c := s[0], s[1]*s[2], s[3]
-	t, o := out(prealloc, tensor.Shape{n, c})
+	t, o := op.out(prealloc, tensor.Shape{n, c})
 	at := make([]int, c)
 	acc := make([]float64, c)
 	for i := 0; i < n; i++ {
@@ -400,7 +400,7 @@ func (op globalPoolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, e
 	return t, nil
 }
 func (op globalPoolOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dx, err := G.ApplyOp(globalPoolGradOp{base{"Grad" + op.name, []int{4, 2, 4}}, op.max, in[0].Shape()}, in[0], grad)
+	dx, err := G.ApplyOp(globalPoolGradOp{newBase("Grad"+op.name, []int{4, 2, 4}), op.max, in[0].Shape()}, in[0], grad)
 	return G.Nodes{dx}, err
 }
 
@@ -423,7 +423,7 @@ func (op globalPoolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Valu
 	}
 	x, dy := in[0], in[1]
 	n, hw, c := op.shape[0], op.shape[1]*op.shape[2], op.shape[3]
-	t, dx := out(prealloc, op.shape)
+	t, dx := op.out(prealloc, op.shape)
 	zero(dx)
 	at := make([]int, c)
 	for i := 0; i < n; i++ {
@@ -449,7 +449,7 @@ func (op globalPoolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Valu
 // on the left and right, with zeros.
 func Pad(x *G.Node, top, bottom, left, right int) (*G.Node, error) {
 	p := padSpec{top, bottom, left, right}
-	return G.ApplyOp(padOp{base{fmt.Sprintf("Pad%v", p), []int{4, 4}}, p}, x)
+	return G.ApplyOp(padOp{newBase(fmt.Sprintf("Pad%v", p), []int{4, 4}), p}, x)
 }
 
 type padSpec [4]int
@@ -474,13 +474,13 @@ func (op padOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	os, _ := op.InferShape(s)
-	t, o := out(prealloc, os)
+	t, o := op.out(prealloc, os)
 	zero(o)
 	op.p.copy(x, o, s, false)
 	return t, nil
 }
 func (op padOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dx, err := G.ApplyOp(cropOp{base{"Grad" + op.name + fmt.Sprint(in[0].Shape()), []int{4, 4}}, op.p, in[0].Shape()}, grad)
+	dx, err := G.ApplyOp(cropOp{newBase("Grad"+op.name+fmt.Sprint(in[0].Shape()), []int{4, 4}), op.p, in[0].Shape()}, grad)
 	return G.Nodes{dx}, err
 }
 
@@ -516,7 +516,7 @@ func (op cropOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	if err != nil {
 		return nil, err
 	}
-	t, dx := out(prealloc, op.shape)
+	t, dx := op.out(prealloc, op.shape)
 	op.p.copy(dx, dy, op.shape, true)
 	return t, nil
 }
@@ -529,7 +529,7 @@ func Concat(xs ...*G.Node) (*G.Node, error) {
 	for i := range ranks {
 		ranks[i] = r
 	}
-	return G.ApplyOp(concatOp{base{fmt.Sprintf("Concat%d", len(xs)), ranks}}, xs...)
+	return G.ApplyOp(concatOp{newBase(fmt.Sprintf("Concat%d", len(xs)), ranks)}, xs...)
 }
 
 type concatOp struct{ base }
@@ -574,7 +574,7 @@ func (op concatOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error
 	if err != nil {
 		return nil, err
 	}
-	t, o := out(prealloc, os)
+	t, o := op.out(prealloc, os)
 	total := os[len(os)-1]
 	rows := len(o) / total
 	at := 0
@@ -593,7 +593,7 @@ func (op concatOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	for _, x := range in {
 		s := x.Shape()
 		c := s[len(s)-1]
-		ops = append(ops, opOn{sliceOp{base{fmt.Sprintf("ConcatGrad%v[%d:%d]", s, at, at+c), []int{len(s), len(s)}}, at, total, s.Clone()}, G.Nodes{grad}})
+		ops = append(ops, opOn{sliceOp{newBase(fmt.Sprintf("ConcatGrad%v[%d:%d]", s, at, at+c), []int{len(s), len(s)}), at, total, s.Clone()}, G.Nodes{grad}})
 		at += c
 	}
 	return applyAll(ops...)
@@ -614,7 +614,7 @@ func (op sliceOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error)
 	if err != nil {
 		return nil, err
 	}
-	t, o := out(prealloc, op.shape)
+	t, o := op.out(prealloc, op.shape)
 	c := op.shape[len(op.shape)-1]
 	for r := 0; r*c < len(o); r++ {
 		copy(o[r*c:(r+1)*c], dy[r*op.total+op.from:])
@@ -630,7 +630,7 @@ func Depthwise(x, k, b *G.Node, spec ConvSpec) (*G.Node, error) {
 	if spec.ReLU || spec.Pool {
 		return nil, fmt.Errorf("nn: depthwise convolution fuses nothing")
 	}
-	return G.ApplyOp(depthwiseOp{base{fmt.Sprintf("Depthwise%+v", spec), []int{4, 4, 1, 4}}, spec}, x, k, b)
+	return G.ApplyOp(depthwiseOp{newBase(fmt.Sprintf("Depthwise%+v", spec), []int{4, 4, 1, 4}), spec}, x, k, b)
 }
 
 type depthwiseOp struct {
@@ -692,7 +692,7 @@ func (op depthwiseOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, er
 		return nil, err
 	}
 	c, m := ks[2], ks[3]
-	t, o := out(prealloc, tensor.Shape{xs[0], oh, ow, c * m})
+	t, o := op.out(prealloc, tensor.Shape{xs[0], oh, ow, c * m})
 	px, _, _ := op.spec.pad(x, xs)
 	workpool.Split(xs[0], 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -715,7 +715,7 @@ func (op depthwiseOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error)
 	xs, ks := in[0].Shape(), in[1].Shape()
 	gradOp := func(input bool) depthwiseGradOp {
 		name := fmt.Sprintf("DepthwiseGrad{input:%v}%+v%v%v", input, op.spec, xs, ks)
-		return depthwiseGradOp{base{name, []int{4, 4, 4}}, op, input, xs.Clone(), ks.Clone()}
+		return depthwiseGradOp{newBase(name, []int{4, 4, 4}), op, input, xs.Clone(), ks.Clone()}
 	}
 	return applyAll(
 		opOn{gradOp(true), G.Nodes{grad, in[1]}},
@@ -767,13 +767,13 @@ func (g depthwiseGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value,
 				}
 			})
 		}
-		t, dx := out(prealloc, xs)
+		t, dx := g.out(prealloc, xs)
 		padSpec{g.op.spec.PadT, g.op.spec.PadB, g.op.spec.PadL, g.op.spec.PadR}.copy(dx, pdx, xs, true)
 		return t, nil
 	}
 	x, dy := a, b
 	px, _, _ := g.op.spec.pad(x, xs)
-	t, dk := out(prealloc, ks)
+	t, dk := g.out(prealloc, ks)
 	zero(dk)
 	for i := 0; i < n; i++ {
 		img := px[i*ph*pw*c : (i+1)*ph*pw*c]

@@ -68,6 +68,52 @@ func out(prealloc G.Value, s tensor.Shape) (*tensor.Dense, []float32) {
 	return t, t.Data().([]float32)
 }
 
+// kept is what an op keeps between runs of its graph once KeepOutputs has
+// been called: its output tensor, and packed kernels.
+type kept struct {
+	on bool
+	t  *tensor.Dense
+	cv *kernels.Conv
+}
+
+// out is the op's output of shape s: its own kept tensor under
+// KeepOutputs (the tape machine would allocate and clear a new one on
+// every run), else prealloc when it fits, else a new tensor.
+func (b base) out(prealloc G.Value, s tensor.Shape) (*tensor.Dense, []float32) {
+	if b.keep == nil || !b.keep.on {
+		return out(prealloc, s)
+	}
+	if t := b.keep.t; t == nil || !t.Shape().Eq(s) {
+		b.keep.t = tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float32))
+	}
+	return b.keep.t, b.keep.t.Data().([]float32)
+}
+
+// conv is a convolution of the given geometry for the op's kernels: kept
+// with its buffers under KeepOutputs, else new.
+func (b base) conv(kh, kw, c, oc, sh, sw int) *kernels.Conv {
+	if b.keep == nil || !b.keep.on {
+		return kernels.NewShape(kh, kw, c, oc, sh, sw)
+	}
+	if cv := b.keep.cv; cv == nil || cv.KH != kh || cv.KW != kw || cv.C != c || cv.OC != oc || cv.SH != sh || cv.SW != sw {
+		b.keep.cv = kernels.NewShape(kh, kw, c, oc, sh, sw)
+	}
+	return b.keep.cv
+}
+
+// KeepOutputs makes every op of this package in g keep its output tensor
+// and scratch memory from one run to the next, so that a graph run many
+// times (training) does not allocate. Each run then overwrites the
+// previous run's values: the caller must be done with them, as it must
+// anyway once the machine is reset.
+func KeepOutputs(g *G.ExprGraph) {
+	for _, n := range g.AllNodes() {
+		if k, ok := n.Op().(interface{ kept() *kept }); ok && k.kept() != nil {
+			k.kept().on = true
+		}
+	}
+}
+
 func zero(s []float32) {
 	for i := range s {
 		s[i] = 0
@@ -112,7 +158,12 @@ func applyAll(ops ...opOn) (G.Nodes, error) {
 type base struct {
 	name  string
 	ranks []int
+	keep  *kept
 }
+
+func newBase(name string, ranks []int) base { return base{name, ranks, &kept{}} }
+
+func (b base) kept() *kept { return b.keep }
 
 func (b base) String() string        { return b.name }
 func (b base) Arity() int            { return len(b.ranks) - 1 }
@@ -143,7 +194,7 @@ type convOp struct {
 }
 
 func newConvOp(spec ConvSpec) convOp {
-	return convOp{base{fmt.Sprintf("Conv%+v", spec), []int{4, 4, 1, 4}}, spec}
+	return convOp{newBase(fmt.Sprintf("Conv%+v", spec), []int{4, 4, 1, 4}), spec}
 }
 
 func (op convOp) DiffWRT(int) []bool               { return []bool{true, true, true} }
@@ -203,8 +254,9 @@ func (op convOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	if err != nil {
 		return nil, err
 	}
-	t, o := out(prealloc, os)
-	cv := kernels.NewConv(k, b, ks[0], ks[1], ks[2], ks[3], op.SH, op.SW)
+	t, o := op.out(prealloc, os)
+	cv := op.conv(ks[0], ks[1], ks[2], ks[3], op.SH, op.SW)
+	cv.Pack(k, b)
 	px, h, w := op.pad(x, xs)
 	if op.Pool {
 		cv.ForwardPool(px, xs[0], h, w, op.ReLU, o)
@@ -215,8 +267,15 @@ func (op convOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 }
 
 func (op convOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	if op.ReLU || op.Pool {
-		return nil, fmt.Errorf("nn: no gradient for a fused convolution; build the graph for training")
+	if op.Pool {
+		return nil, fmt.Errorf("nn: no gradient for a convolution fused with its pool; build the graph for training")
+	}
+	if g, ok := grad.Op().(poolGradOp); op.ReLU && !(ok && g.relu) {
+		// Unless a pool's gradient has applied it already, the ReLU's.
+		var err error
+		if grad, err = G.ApplyOp(newReLUGradOp(newReLUOp(4)), output, grad); err != nil {
+			return nil, err
+		}
 	}
 	return applyAll(
 		opOn{newConvGradOp(op.ConvSpec, true, in[0].Shape()), G.Nodes{grad, in[1]}},
@@ -239,7 +298,7 @@ func newConvGradOp(spec ConvSpec, input bool, shape tensor.Shape) convGradOp {
 	if input {
 		name = "ConvGradInput"
 	}
-	return convGradOp{base{fmt.Sprintf("%s%+v%v", name, spec, shape), []int{4, 4, 4}}, spec, input, shape}
+	return convGradOp{newBase(fmt.Sprintf("%s%+v%v", name, spec, shape), []int{4, 4, 4}), spec, input, shape}
 }
 
 func (op convGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
@@ -261,8 +320,8 @@ func (op convGradOp) gradInput(prealloc G.Value, v []G.Value) (G.Value, error) {
 	dy, k, ks, sp := in[0], in[1], s[1], op.spec
 	n, h, w, c := op.shape[0], op.shape[1], op.shape[2], op.shape[3]
 	ph, pw := h+sp.PadT+sp.PadB, w+sp.PadL+sp.PadR
-	t, dx := out(prealloc, op.shape)
-	cv := kernels.NewConv(k, make([]float32, ks[3]), ks[0], ks[1], ks[2], ks[3], sp.SH, sp.SW)
+	t, dx := op.out(prealloc, op.shape)
+	cv := op.conv(ks[0], ks[1], ks[2], ks[3], sp.SH, sp.SW)
 	if ph == h && pw == w {
 		zero(dx)
 		cv.GradInput(dy, k, n, h, w, dx)
@@ -284,12 +343,11 @@ func (op convGradOp) gradKernel(prealloc G.Value, v []G.Value) (G.Value, error) 
 		return nil, err
 	}
 	x, dy, xs, ks := in[0], in[1], s[0], op.shape
-	t, dk := out(prealloc, ks)
+	t, dk := op.out(prealloc, ks)
 	zero(dk)
-	db := make([]float32, ks[3])
-	cv := kernels.NewConv(make([]float32, ks.TotalSize()), db, ks[0], ks[1], ks[2], ks[3], op.spec.SH, op.spec.SW)
+	cv := op.conv(ks[0], ks[1], ks[2], ks[3], op.spec.SH, op.spec.SW)
 	px, h, w := op.spec.pad(x, xs)
-	cv.GradKernel(px, dy, xs[0], h, w, dk, db)
+	cv.GradKernel(px, dy, xs[0], h, w, dk, nil)
 	return t, nil
 }
 
@@ -297,7 +355,7 @@ func (op convGradOp) gradKernel(prealloc G.Value, v []G.Value) (G.Value, error) 
 type biasGradOp struct{ base }
 
 func newBiasGradOp(rank int) biasGradOp {
-	return biasGradOp{base{fmt.Sprintf("BiasGrad%d", rank), []int{rank, 1}}}
+	return biasGradOp{newBase(fmt.Sprintf("BiasGrad%d", rank), []int{rank, 1})}
 }
 
 func (op biasGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
@@ -314,15 +372,7 @@ func (op biasGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 		return nil, err
 	}
 	c := s[len(s)-1]
-	t, db := out(prealloc, tensor.Shape{c})
-	acc := make([]float64, c)
-	for i := 0; i < len(dy); i += c {
-		for j, g := range dy[i : i+c] {
-			acc[j] += float64(g)
-		}
-	}
-	for j := range db {
-		db[j] = float32(acc[j])
-	}
+	t, db := op.out(prealloc, tensor.Shape{c})
+	kernels.ColSums(dy, db)
 	return t, nil
 }

@@ -8,6 +8,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"badprune/internal/kernels"
+	"badprune/internal/workpool"
 )
 
 // poolOp is Keras MaxPooling2D on NHWC input.
@@ -18,7 +19,7 @@ type poolOp struct {
 }
 
 func newPoolOp(p kernels.Pool, oh, ow int) poolOp {
-	return poolOp{base{fmt.Sprintf("MaxPool%+v", p), []int{4, 4}}, p, oh, ow}
+	return poolOp{newBase(fmt.Sprintf("MaxPool%+v", p), []int{4, 4}), p, oh, ow}
 }
 
 func (op poolOp) DiffWRT(int) []bool { return []bool{true} }
@@ -35,23 +36,42 @@ func (op poolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	if err != nil {
 		return nil, err
 	}
-	t, o := out(prealloc, tensor.Shape{s[0], op.OH, op.OW, s[3]})
+	t, o := op.out(prealloc, tensor.Shape{s[0], op.OH, op.OW, s[3]})
 	op.MaxPool(x, s[0], s[1], s[2], s[3], op.OH, op.OW, o)
 	return t, nil
 }
 func (op poolOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dx, err := G.ApplyOp(newPoolGradOp(op), in[0], grad)
+	dx, err := G.ApplyOp(newPoolGradOp(op, rectified(in[0])), in[0], grad)
 	return G.Nodes{dx}, err
 }
 
-// poolGradOp: (x, dy) -> dx.
-type poolGradOp struct {
-	base
-	p poolOp
+// rectified reports whether n is the output of a plain ReLU (alone or
+// fused into a convolution).
+func rectified(n *G.Node) bool {
+	switch op := n.Op().(type) {
+	case reluOp:
+		return true
+	case convOp:
+		return op.ReLU && !op.Pool
+	}
+	return false
 }
 
-func newPoolGradOp(p poolOp) poolGradOp {
-	return poolGradOp{base{"Grad" + p.name, []int{4, 4, 4}}, p}
+// poolGradOp: (x, dy) -> dx. With relu set, x is relu(z) and dx is the
+// gradient with respect to z: the ReLU's gradient is applied as well
+// (convOp.SymDiff then skips its own).
+type poolGradOp struct {
+	base
+	p    poolOp
+	relu bool
+}
+
+func newPoolGradOp(p poolOp, relu bool) poolGradOp {
+	name := "Grad" + p.name
+	if relu {
+		name += "{relu}"
+	}
+	return poolGradOp{newBase(name, []int{4, 4, 4}), p, relu}
 }
 
 func (op poolGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
@@ -64,9 +84,15 @@ func (op poolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 		return nil, err
 	}
 	xs := s[0]
-	t, dx := out(prealloc, xs)
+	t, dx := op.out(prealloc, xs)
+	if op.relu && op.p.MaxPoolGradReLU(in[0], in[1], xs[0], xs[1], xs[2], xs[3], op.p.OH, op.p.OW, dx) {
+		return t, nil
+	}
 	zero(dx)
 	op.p.MaxPoolGrad(in[0], in[1], xs[0], xs[1], xs[2], xs[3], op.p.OH, op.p.OW, dx)
+	if op.relu {
+		kernels.ReLUGrad(in[0], dx, dx)
+	}
 	return t, nil
 }
 
@@ -77,7 +103,7 @@ type denseOp struct {
 }
 
 func newDenseOp(relu bool) denseOp {
-	return denseOp{base{fmt.Sprintf("Dense{relu:%v}", relu), []int{2, 2, 1, 2}}, relu}
+	return denseOp{newBase(fmt.Sprintf("Dense{relu:%v}", relu), []int{2, 2, 1, 2}), relu}
 }
 
 func (op denseOp) DiffWRT(int) []bool { return []bool{true, true, true} }
@@ -96,8 +122,10 @@ func (op denseOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error)
 		return nil, err
 	}
 	xs, ws := s[0], s[1]
-	t, o := out(prealloc, tensor.Shape{xs[0], ws[1]})
-	kernels.NewDense(in[1], in[2], ws[0], ws[1]).Forward(in[0], xs[0], 1, 1, op.ReLU, o)
+	t, o := op.out(prealloc, tensor.Shape{xs[0], ws[1]})
+	cv := op.conv(1, 1, ws[0], ws[1], 1, 1)
+	cv.Pack(in[1], in[2])
+	cv.Forward(in[0], xs[0], 1, 1, op.ReLU, o)
 	return t, nil
 }
 func (op denseOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
@@ -120,7 +148,7 @@ type denseGradOp struct {
 
 func newDenseGradOp(input bool, shape tensor.Shape) denseGradOp {
 	name := fmt.Sprintf("DenseGrad{input:%v}%v", input, shape)
-	return denseGradOp{base{name, []int{2, 2, 2, 2}}, input, shape}
+	return denseGradOp{newBase(name, []int{2, 2, 2, 2}), input, shape}
 }
 
 func (op denseGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
@@ -133,13 +161,13 @@ func (op denseGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, er
 		return nil, err
 	}
 	x, w, dy, xs, ws := in[0], in[1], in[2], s[0], s[1]
-	t, o := out(prealloc, op.shape)
+	t, o := op.out(prealloc, op.shape)
 	zero(o)
-	cv := kernels.NewDense(w, make([]float32, ws[1]), ws[0], ws[1])
+	cv := op.conv(1, 1, ws[0], ws[1], 1, 1)
 	if op.input {
 		cv.GradInput(dy, w, xs[0], 1, 1, o)
 	} else {
-		cv.GradKernel(x, dy, xs[0], 1, 1, o, make([]float32, ws[1]))
+		cv.GradKernel(x, dy, xs[0], 1, 1, o, nil)
 	}
 	return t, nil
 }
@@ -148,7 +176,7 @@ func (op denseGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, er
 type reluOp struct{ base }
 
 func newReLUOp(rank int) reluOp {
-	return reluOp{base{fmt.Sprintf("ReLU%d", rank), []int{rank, rank}}}
+	return reluOp{newBase(fmt.Sprintf("ReLU%d", rank), []int{rank, rank})}
 }
 
 func (op reluOp) DiffWRT(int) []bool { return []bool{true} }
@@ -161,11 +189,14 @@ func (op reluOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	if err != nil {
 		return nil, err
 	}
-	t, o := out(prealloc, s)
+	t, o := op.out(prealloc, s)
 	kernels.ReLU(x, o)
 	return t, nil
 }
 func (op reluOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if g, ok := grad.Op().(poolGradOp); ok && g.relu {
+		return G.Nodes{grad}, nil // the pool's gradient has applied ours
+	}
 	dx, err := G.ApplyOp(newReLUGradOp(op), output, grad)
 	return G.Nodes{dx}, err
 }
@@ -175,7 +206,7 @@ type reluGradOp struct{ base }
 
 func newReLUGradOp(r reluOp) reluGradOp {
 	rank := r.ranks[0]
-	return reluGradOp{base{"Grad" + r.name, []int{rank, rank, rank}}}
+	return reluGradOp{newBase("Grad"+r.name, []int{rank, rank, rank})}
 }
 
 // InferShape is the ReLU's own, error included.
@@ -189,7 +220,7 @@ func (op reluGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 		return nil, err
 	}
 	y, dy := in[0], in[1]
-	t, o := out(prealloc, s[0])
+	t, o := op.out(prealloc, s[0])
 	kernels.ReLUGrad(y, dy, o)
 	return t, nil
 }
@@ -198,7 +229,7 @@ func (op reluGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 // (or soft) targets (N,K), computed stably from the logits.
 type xentOp struct{ base }
 
-func newXentOp() xentOp { return xentOp{base{"SoftmaxXent", []int{2, 2, 0}}} }
+func newXentOp() xentOp { return xentOp{newBase("SoftmaxXent", []int{2, 2, 0})} }
 
 func (op xentOp) DiffWRT(int) []bool { return []bool{true, false} }
 func (op xentOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
@@ -208,28 +239,35 @@ func (op xentOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 // softmaxRows writes the softmax of each row of z (n rows of k) into p and
 // returns the summed cross-entropy against y.
 func softmaxRows(z, y []float32, k int, p []float64) float64 {
-	loss := 0.0
-	for r := 0; r*k < len(z); r++ {
-		row := z[r*k : (r+1)*k]
-		m := float64(row[0])
-		for _, v := range row {
-			m = math.Max(m, float64(v))
-		}
-		sum := 0.0
-		for j, v := range row {
-			e := math.Exp(float64(v) - m)
-			p[r*k+j] = e
-			sum += e
-		}
-		lse := m + math.Log(sum)
-		for j, v := range row {
-			p[r*k+j] /= sum
-			if t := float64(y[r*k+j]); t != 0 {
-				loss += t * (lse - float64(v))
+	rows := len(z) / k
+	loss := make([]float64, rows)
+	workpool.Split(rows, 4, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row, pr := z[r*k:(r+1)*k], p[r*k:(r+1)*k]
+			m := float64(row[0])
+			for _, v := range row {
+				m = max(m, float64(v))
+			}
+			sum := 0.0
+			for j, v := range row {
+				e := math.Exp(float64(v) - m)
+				pr[j] = e
+				sum += e
+			}
+			lse := m + math.Log(sum)
+			for j, v := range row {
+				pr[j] /= sum
+				if t := float64(y[r*k+j]); t != 0 {
+					loss[r] += t * (lse - float64(v))
+				}
 			}
 		}
+	})
+	total := 0.0
+	for _, l := range loss { // in row order, on any number of cores
+		total += l
 	}
-	return loss
+	return total
 }
 
 func (op xentOp) Do(v ...G.Value) (G.Value, error) {
@@ -252,7 +290,7 @@ func (op xentOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 // xentGradOp: (logits, targets, dloss) -> (softmax - targets) * dloss / N.
 type xentGradOp struct{ base }
 
-func newXentGradOp() xentGradOp { return xentGradOp{base{"GradSoftmaxXent", []int{2, 2, 0, 2}}} }
+func newXentGradOp() xentGradOp { return xentGradOp{newBase("GradSoftmaxXent", []int{2, 2, 0, 2})} }
 
 func (op xentGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return sameShape("xent grad", ds)
@@ -279,7 +317,7 @@ func (op xentGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 	}
 	p := make([]float64, len(z))
 	softmaxRows(z, y, s[1], p)
-	t, o := out(prealloc, s)
+	t, o := op.out(prealloc, s)
 	scale := float64(g) / float64(s[0])
 	for i := range o {
 		o[i] = float32((p[i] - float64(y[i])) * scale)

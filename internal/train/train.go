@@ -48,8 +48,10 @@ type Options struct {
 	Epochs    int
 	Batch     int
 	LR        float64
-	Optimizer string  // "adam" (default) or "momentum" (SGD, momentum 0.9)
-	L2        float64 // weight decay: adds L2·w to every gradient (0: none)
+	Optimizer string // "adam" (default) or "momentum" (SGD, momentum 0.9)
+	// L2 is weight decay: Adam adds L2·w to every gradient; momentum, as
+	// gorgonia's Momentum does, adds L2 times the velocity (0: none).
+	L2 float64
 	// Cosine lowers the learning rate along a half cosine from LR in the
 	// first epoch towards zero in the last (a fresh optimizer each epoch).
 	Cosine bool
@@ -76,7 +78,8 @@ type Trainer struct {
 	loss   *G.Node
 	params G.Nodes
 	vm     G.VM
-	solver G.Solver
+	solver solver
+	ps     []param // the weights and gradients of params, for solver
 	masks  []mask
 }
 
@@ -116,6 +119,7 @@ func New(m *model.Model, opt Options) (*Trainer, error) {
 	if _, err := G.Grad(t.loss, t.params...); err != nil {
 		return nil, fmt.Errorf("train: no gradient through the network: %w", err)
 	}
+	nn.KeepOutputs(gr.G)
 	for name, chans := range opt.Masks {
 		l := m.Layer(name)
 		if l == nil || (l.Kind != model.Conv2D && l.Kind != model.SeparableConv2D && l.Kind != model.Dense) {
@@ -139,16 +143,14 @@ func New(m *model.Model, opt Options) (*Trainer, error) {
 	return t, nil
 }
 
-func newSolver(opt Options, lr float64) (G.Solver, error) {
-	so := []G.SolverOpt{G.WithLearnRate(lr)}
-	if opt.L2 > 0 {
-		so = append(so, G.WithL2Reg(opt.L2))
-	}
+// newSolver returns the optimizer opt names, with learning rate lr: a fresh
+// one, without moments.
+func newSolver(opt Options, lr float64) (solver, error) {
 	switch opt.Optimizer {
 	case "", "adam":
-		return G.NewAdamSolver(so...), nil
+		return newAdam(lr, opt.L2), nil
 	case "momentum":
-		return G.NewMomentum(append(so, G.WithMomentum(0.9))...), nil
+		return newMomentum(lr, opt.L2, 0.9), nil
 	}
 	return nil, fmt.Errorf("train: unknown optimizer %q", opt.Optimizer)
 }
@@ -212,9 +214,11 @@ func (t *Trainer) Step(x []float32, labels []int) (float64, error) {
 	if err := t.dropMaskedGrads(); err != nil {
 		return 0, err
 	}
-	if err := t.solver.Step(G.NodesToValueGrads(t.params)); err != nil {
+	var err error
+	if t.ps, err = params(t.ps, t.params); err != nil {
 		return 0, err
 	}
+	t.solver.step(t.ps)
 	t.zeroMasked()
 	return loss, nil
 }

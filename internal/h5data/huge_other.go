@@ -1,0 +1,5 @@
+//go:build !linux
+
+package h5data
+
+func adviseHuge([]float32) {}

@@ -1,0 +1,93 @@
+// Kernels only training uses: the gradient of a 2x2/2 max pool over
+// rectified values (the rectifier's included), and column sums for bias
+// gradients.
+#include <immintrin.h>
+#include <string.h>
+
+int bp_isa(void);
+
+// bp_colsum adds the sums of the columns of x (rows x c, row-major) to acc,
+// in double precision, row after row.
+void bp_colsum(const float *x, long rows, int c, double *acc) {
+	for (long i = 0; i < rows; i++) {
+		const float *r = x + i * c;
+		for (int j = 0; j < c; j++) acc[j] += (double)r[j];
+	}
+}
+
+// A window function sets the gradient of one 2x2 window over all C
+// channels: x points at the window's top-left pixel, the pixel to its right
+// is C floats on, the one below is row floats on; d is laid out as x.
+typedef void window_fn(const float *x, long row, int C, const float *g, float *d);
+
+// window_plain finds the arg-max of each channel (the first maximum in
+// row-major order: strict >, false for NaN) and routes g there when the
+// maximum is positive.
+static void window_plain(const float *x, long row, int C, const float *g, float *d) {
+	const long at[4] = {0, C, row, row + C};
+	for (int c = 0; c < C; c++) {
+		int best = 0;
+		float bv = x[c];
+		for (int k = 1; k < 4; k++)
+			if (x[at[k] + c] > bv) best = k, bv = x[at[k] + c];
+		for (int k = 0; k < 4; k++) d[at[k] + c] = k == best && bv > 0 ? g[c] : 0.0f;
+	}
+}
+
+// window_512 is window_plain on 16 channels at a time, the same
+// comparisons in the same order as masks: the same bits.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
+window_512(const float *x, long row, int C, const float *g, float *d) {
+	const long at[4] = {0, C, row, row + C};
+	for (int c = 0; c < C; c += 16) {
+		const __mmask16 t = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+		__m512 m = _mm512_maskz_loadu_ps(t, x + c);
+		__mmask16 k[4] = {0};
+		for (int j = 1; j < 4; j++) {
+			const __m512 v = _mm512_maskz_loadu_ps(t, x + at[j] + c);
+			k[j] = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ);
+			m = _mm512_mask_mov_ps(m, k[j], v);
+		}
+		const __mmask16 pos = _mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ);
+		const __m512 gv = _mm512_maskz_loadu_ps(t & pos, g + c);
+		// The last window entry that beat the running maximum is the arg-max.
+		const __mmask16 sel[4] = {~(k[1] | k[2] | k[3]), k[1] & ~k[2] & ~k[3], k[2] & ~k[3], k[3]};
+		for (int j = 0; j < 4; j++) _mm512_mask_storeu_ps(d + at[j] + c, t, _mm512_maskz_mov_ps(sel[j], gv));
+	}
+}
+
+void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W, int C,
+                              int OH, int OW, float *din, int isa);
+
+// bp_maxpool_grad_relu sets din (N,H,W,C) to the gradient of
+// maxpool(relu(z)) with respect to z, given dout (N,OH,OW,C) and in, the
+// pool's input relu(z): dout goes to the window's arg-max (the first
+// maximum in row-major window order, as bp_maxpool_grad) when that maximum
+// is positive, every other entry of din is zero. Writing din whole spares
+// the caller a pass that clears it and the ReLU gradient's pass.
+void bp_maxpool_grad_relu(const float *in, const float *dout, int N, int H, int W, int C,
+                          int OH, int OW, float *din) {
+	bp_maxpool_grad_relu_isa(in, dout, N, H, W, C, OH, OW, din, bp_isa());
+}
+
+// bp_maxpool_grad_relu_isa is bp_maxpool_grad_relu with the instruction set
+// chosen (2: AVX-512, else plain C), so tests can compare the two.
+void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W, int C,
+                              int OH, int OW, float *din, int isa) {
+	window_fn *win = isa == 2 ? window_512 : window_plain;
+	const long row = (long)W * C;
+	for (long n = 0; n < N; n++) {
+		const float *img = in + n * H * row;
+		float *dimg = din + n * H * row;
+		for (int oy = 0; oy < OH; oy++) {
+			for (int ox = 0; ox < OW; ox++) {
+				const long a = 2 * oy * row + (long)2 * ox * C;
+				win(img + a, row, C, dout + ((n * OH + oy) * (long)OW + ox) * C, dimg + a);
+			}
+			if (2 * OW < W) // a last column no window covers
+				for (int r = 0; r < 2; r++)
+					memset(dimg + (2 * oy + r) * row + (long)2 * OW * C, 0, sizeof(float) * (W - 2 * OW) * C);
+		}
+		if (2 * OH < H) memset(dimg + 2 * OH * row, 0, sizeof(float) * (H - 2 * OH) * row); // last rows
+	}
+}

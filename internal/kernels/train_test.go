@@ -1,0 +1,87 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+)
+
+// TestMaxPoolGradReLU: the fused gradient equals the pool's gradient
+// followed by the ReLU's, bit for bit, and writes every entry (din starts
+// as NaN), odd sizes and all-zero windows included.
+func TestMaxPoolGradReLU(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	p := Pool{PH: 2, PW: 2, SH: 2, SW: 2}
+	for _, tc := range []struct{ n, h, w, c int }{
+		{3, 52, 44, 20},
+		{2, 11, 9, 3}, // a row and a column no window covers
+		{9, 4, 6, 17},
+	} {
+		oh, ow := tc.h/2, tc.w/2
+		in := make([]float32, tc.n*tc.h*tc.w*tc.c)
+		ReLU(randSlice(r, len(in), -1, 1), in) // many windows all zero
+		dout := randSlice(r, tc.n*oh*ow*tc.c, -1, 1)
+		want := make([]float32, len(in))
+		p.MaxPoolGrad(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, want)
+		ReLUGrad(in, want, want)
+		got := make([]float32, len(in))
+		for i := range got {
+			got[i] = float32(math.NaN())
+		}
+		if !p.MaxPoolGradReLU(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, got) {
+			t.Fatalf("%+v: refused a 2x2 pool", tc)
+		}
+		plain := make([]float32, len(in))
+		p.gradReLUISA(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, plain, 0)
+		for i := range plain {
+			if math.Float32bits(plain[i]) != math.Float32bits(got[i]) {
+				t.Fatalf("%+v: din[%d]: plain C %g, chosen kernel (isa %d) %g", tc, i, plain[i], isa(), got[i])
+			}
+		}
+		zeroed, routed := 0, 0
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%+v: din[%d] = %g, want %g", tc, i, got[i], want[i])
+			}
+			if want[i] != 0 {
+				routed++
+			} else if in[i] > 0 {
+				zeroed++
+			}
+		}
+		if routed == 0 || zeroed == 0 {
+			t.Fatalf("%+v: %d routed, %d positive non-maxima: the case checks little", tc, routed, zeroed)
+		}
+	}
+	if (Pool{PH: 3, PW: 3, SH: 2, SW: 2}).MaxPoolGradReLU(nil, nil, 1, 5, 5, 1, 2, 2, nil) {
+		t.Error("a 3x3 pool was not refused")
+	}
+}
+
+// TestColSums: column sums against a float64 loop, rows not a multiple of
+// the parts, and the bits do not depend on the number of cores.
+func TestColSums(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, tc := range []struct{ rows, c int }{{1, 1}, {7, 3}, {3 * 52 * 44, 20}, {64, 1283}} {
+		x := randSlice(r, tc.rows*tc.c, -1, 1)
+		got := make([]float32, tc.c)
+		ColSums(x, got)
+		want := make([]float64, tc.c)
+		for i := 0; i < tc.rows; i++ {
+			for j := 0; j < tc.c; j++ {
+				want[j] += float64(x[i*tc.c+j])
+			}
+		}
+		close32(t, "colsums", got, want, 1e-6)
+		prev := runtime.GOMAXPROCS(1)
+		one := make([]float32, tc.c)
+		ColSums(x, one)
+		runtime.GOMAXPROCS(prev)
+		for j := range got {
+			if math.Float32bits(one[j]) != math.Float32bits(got[j]) {
+				t.Fatalf("%+v: column %d: %g on one core, %g on %d", tc, j, one[j], got[j], prev)
+			}
+		}
+	}
+}
