@@ -590,23 +590,141 @@ GK512(12, 2)
 GK512(8, 3)
 GK512(6, 4)
 
-// gk_512_image adds one image's kernel gradient into dk: column blocks of
-// up to 64 channels, each over tiles of kernel entries.
-static void gk_512_image(const float *img, const long *pix, int np, const int *off,
-                         int K, const float *g, int OC, float *dk) {
-	for (int jb = 0; jb < OC; jb += 64) {
-		const int ncols = OC - jb < 64 ? OC - jb : 64, nb = (ncols + 15) / 16;
-		const int NK = nb == 1 ? 24 : nb == 2 ? 12 : nb == 3 ? 8 : 6;
-		for (int k0 = 0; k0 < K; k0 += NK) {
-			const int nk = K - k0 < NK ? K - k0 : NK;
-			float *d = dk + (long)k0 * OC;
-			switch (nb) {
-			case 1: gk_512_1(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
-			case 2: gk_512_2(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
-			case 3: gk_512_3(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
-			default: gk_512_4(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+// gk_512c is gk_512 for a tile of NK consecutive kernel entries of one
+// kernel row (contiguous in NHWC), so each pixel's values are broadcast
+// from one pointer at constant offsets instead of a table of offsets (which
+// spill the general registers). The tile starts skip entries before the
+// first it stores (a row's last tile is moved back to stay inside the row).
+// With TQ > 0 the ncols - 16*NB channels past the NB full vectors (at most
+// TW = 16/TQ) are packed for TQ entries per vector, lane l holding entry
+// l%TQ times channel l/TQ: conv_1's 20 channels take 1.25 vectors per entry,
+// not 2. The entries repeat as a broadcast load, the channels take one
+// shuffle a pixel (shuffles share the FMA pipes).
+// Per dk entry the FMAs and their order are gk_tile_avx's.
+T512 __attribute__((always_inline)) static inline void
+gk_512c(const float *x0, const long *pix, int np, int skip, const float *g, int OC,
+        int jb, int ncols, float *dk, const int NK, const int NB, const int TQ) {
+	const int tc = TQ ? ncols - 16 * NB : 0, NQ = TQ ? NK / TQ : 0;
+	const __mmask16 last = TQ ? (__mmask16)0xFFFF : (__mmask16)((1u << (ncols - 16 * (NB - 1))) - 1);
+	const __mmask16 tmask = (__mmask16)((1u << tc) - 1);
+	__m512i perm = _mm512_setzero_si512();
+	if (TQ) {
+		int pi[16];
+		for (int l = 0; l < 16; l++) pi[l] = l / TQ;
+		perm = _mm512_loadu_si512(pi);
+	}
+	__m512 acc[24][4], at[12];
+#pragma GCC unroll 24
+	for (int i = 0; i < NK; i++) {
+#pragma GCC unroll 4
+		for (int j = 0; j < NB; j++) acc[i][j] = _mm512_setzero_ps();
+	}
+#pragma GCC unroll 12
+	for (int t = 0; t < NQ; t++) at[t] = _mm512_setzero_ps();
+	for (int q = 0; q < np; q++) {
+		const float *x = x0 + pix[q];
+		const float *gp = g + (long)q * OC + jb;
+		__m512 gv[4], gt = _mm512_setzero_ps();
+		load_row512(gv, gp, NB, last);
+		// The tail channels, each repeated TQ times: one shuffle a pixel.
+		if (TQ == 4)
+			gt = _mm512_castps128_ps512(tc == 4 ? _mm_loadu_ps(gp + 16 * NB) : _mm_maskz_loadu_ps(tmask, gp + 16 * NB));
+		if (TQ == 2)
+			gt = _mm512_castps256_ps512(tc == 8 ? _mm256_loadu_ps(gp + 16 * NB) : _mm256_maskz_loadu_ps(tmask, gp + 16 * NB));
+		if (TQ) gt = _mm512_permutexvar_ps(perm, gt);
+#pragma GCC unroll 24
+		for (int i = 0; i < NK; i++) {
+			const __m512 v = _mm512_set1_ps(x[i]);
+#pragma GCC unroll 4
+			for (int j = 0; j < NB; j++) acc[i][j] = _mm512_fmadd_ps(v, gv[j], acc[i][j]);
+		}
+#pragma GCC unroll 12
+		for (int t = 0; t < NQ; t++) {
+			// TQ entries repeated across the vector: a broadcast load.
+			const __m512 xq = TQ == 4 ? _mm512_broadcast_f32x4(_mm_loadu_ps(x + t * TQ))
+			                          : _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_load_sd((const double *)(x + t * TQ))));
+			at[t] = _mm512_fmadd_ps(xq, gt, at[t]);
+		}
+	}
+#pragma GCC unroll 24
+	for (int i = 0; i < NK; i++) {
+		if (i < skip) continue;
+		float *d = dk + (long)i * OC + jb;
+#pragma GCC unroll 4
+		for (int j = 0; j < NB; j++) {
+			const __mmask16 m = j < NB - 1 ? (__mmask16)0xFFFF : last;
+			_mm512_mask_storeu_ps(d + 16 * j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + 16 * j), acc[i][j]));
+		}
+	}
+	if (TQ) {
+		float tb[12][16];
+#pragma GCC unroll 12
+		for (int t = 0; t < NQ; t++) _mm512_storeu_ps(tb[t], at[t]);
+		for (int i = skip; i < NK; i++)
+			for (int c = 0; c < tc; c++) dk[(long)i * OC + jb + 16 * NB + c] += tb[i / TQ][c * TQ + i % TQ];
+	}
+}
+
+#define GK512C(NK_, NB_, TQ_)                                                                 \
+	T512 static void gk_512c_##NB_##_##TQ_(const float *x0, const long *pix, int np, int skip, \
+	                                       const float *g, int OC, int jb, int ncols, float *dk) { \
+		gk_512c(x0, pix, np, skip, g, OC, jb, ncols, dk, NK_, NB_, TQ_);                        \
+	}
+GK512C(24, 1, 0)
+GK512C(12, 2, 0)
+GK512C(8, 3, 0)
+GK512C(6, 4, 0)
+GK512C(12, 1, 4)
+GK512C(16, 1, 2)
+GK512C(8, 2, 4)
+GK512C(10, 2, 2)
+
+typedef void gk512c_fn(const float *, const long *, int, int, const float *, int, int, int, float *);
+
+// gk_512_block adds a block of pixels' kernel gradient into dk: column
+// blocks of up to 64 channels (a last block of 1 or 2 vectors and a few
+// channels packed, see gk_512c), each over tiles of kernel entries within a
+// kernel row; rows shorter than a tile take the general gk_512.
+static void gk_512_block(const float *img, const long *pix, int np, const int *off,
+                         int KH, int R, int rowoff, const float *g, int OC, float *dk) {
+	for (int jb = 0; jb < OC;) {
+		const int rem = OC - jb, F = rem / 16, T = rem % 16;
+		int ncols = rem < 64 ? rem : 64, NK, tq = 0;
+		gk512c_fn *fn;
+		if (rem <= 64 && T && F >= 1 && F <= 2 && T <= 8) {
+			tq = T <= 4 ? 4 : 2;
+			static gk512c_fn *const packed[2][2] = {{gk_512c_1_4, gk_512c_1_2}, {gk_512c_2_4, gk_512c_2_2}};
+			static const int pnk[2][2] = {{12, 16}, {8, 10}};
+			fn = packed[F - 1][tq == 2];
+			NK = pnk[F - 1][tq == 2];
+		} else {
+			const int nb = (ncols + 15) / 16;
+			static gk512c_fn *const plain[4] = {gk_512c_1_0, gk_512c_2_0, gk_512c_3_0, gk_512c_4_0};
+			fn = plain[nb - 1];
+			NK = nb == 1 ? 24 : nb == 2 ? 12 : nb == 3 ? 8 : 6;
+		}
+		if (R < NK) { // short rows: the general tiles over all entries
+			const int nb = (ncols + 15) / 16, GNK = nb == 1 ? 24 : nb == 2 ? 12 : nb == 3 ? 8 : 6;
+			for (int k0 = 0; k0 < KH * R; k0 += GNK) {
+				const int nk = KH * R - k0 < GNK ? KH * R - k0 : GNK;
+				float *d = dk + (long)k0 * OC;
+				switch (nb) {
+				case 1: gk_512_1(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+				case 2: gk_512_2(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+				case 3: gk_512_3(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+				default: gk_512_4(img, pix, np, off + k0, nk, g, OC, jb, ncols, d); break;
+				}
+			}
+		} else {
+			for (int ky = 0; ky < KH; ky++) {
+				for (int r0 = 0; r0 < R; r0 += NK) {
+					const int s0 = r0 + NK <= R ? r0 : R - NK; // last tile moved back
+					const long xo = (long)ky * rowoff + s0;
+					fn(img + xo, pix, np, r0 - s0, g, OC, jb, ncols, dk + ((long)ky * R + s0) * OC);
+				}
 			}
 		}
+		jb += ncols;
 	}
 }
 
@@ -643,33 +761,44 @@ void bp_conv2d_grad_kernel(const float *in, const float *dout, int N, int H,
 void bp_conv2d_grad_kernel_isa(const float *in, const float *dout, int N, int H,
                                int W, int C, int KH, int KW, int OC, int SH, int SW,
                                int OH, int OW, float *dk, float *db, int isa) {
-	for (long q = 0; q < (long)N * OH * OW; q++)
-		for (int j = 0; j < OC; j++) db[j] += dout[q * OC + j];
+	if (db) // the bias gradient is optional: training sums it in its own op
+		for (long q = 0; q < (long)N * OH * OW; q++)
+			for (int j = 0; j < OC; j++) db[j] += dout[q * OC + j];
 	if (isa == 0) {
 		gk_plain(in, dout, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, dk, db);
 		return;
 	}
+	// Blocks of whole images whose output gradient and input fit in about a
+	// quarter of L2 are summed in registers at once, so small layers (conv_4:
+	// 12 pixels an image) do not store the tiles after every image. Both
+	// vector paths add each block's sums into dk in the same order.
 	const int K = KH * KW * C, P = OH * OW;
-	long *pix = malloc(sizeof(long) * P);
+	const long imsz = (long)H * W * C, per = (long)P * OC + imsz;
+	int B = (int)(65536 / (per > 0 ? per : 1));
+	if (B < 1) B = 1;
+	if (B > N) B = N;
+	long *pix = malloc(sizeof(long) * P * (B > 0 ? B : 1)); // B is 0 only if N is
 	int *off = malloc(sizeof(int) * K);
-	for (int oy = 0; oy < OH; oy++)
-		for (int ox = 0; ox < OW; ox++) pix[oy * OW + ox] = ((long)oy * SH * W + (long)ox * SW) * C;
+	for (int b = 0; b < B; b++)
+		for (int oy = 0; oy < OH; oy++)
+			for (int ox = 0; ox < OW; ox++)
+				pix[(long)b * P + oy * OW + ox] = b * imsz + ((long)oy * SH * W + (long)ox * SW) * C;
 	for (int ky = 0; ky < KH; ky++)
 		for (int kx = 0; kx < KW; kx++)
 			for (int ci = 0; ci < C; ci++) off[(ky * KW + kx) * C + ci] = (ky * W + kx) * C + ci;
-	const int wide = isa == 2;
-	for (long n = 0; n < N; n++) {
-		const float *img = in + n * (long)H * W * C;
+	for (long n = 0; n < N; n += B) {
+		const int nb = N - n < B ? (int)(N - n) : B;
+		const float *img = in + n * imsz;
 		const float *g = dout + n * (long)P * OC;
-		if (wide) {
-			gk_512_image(img, pix, P, off, K, g, OC, dk);
+		if (isa == 2) {
+			gk_512_block(img, pix, nb * P, off, KH, KW * C, W * C, g, OC, dk);
 			continue;
 		}
 		for (int k0 = 0; k0 < K; k0 += 6) {
 			const int nk = K - k0 < 6 ? K - k0 : 6;
 			for (int jb = 0; jb < OC; jb += 16) {
 				const int nj = OC - jb < 16 ? OC - jb : 16;
-				gk_tile_avx(img, pix, P, off + k0, nk, g, OC, jb, nj, dk + (long)k0 * OC);
+				gk_tile_avx(img, pix, nb * P, off + k0, nk, g, OC, jb, nj, dk + (long)k0 * OC);
 			}
 		}
 	}
@@ -677,8 +806,8 @@ void bp_conv2d_grad_kernel_isa(const float *in, const float *dout, int N, int H,
 	free(off);
 }
 
-// axpy adds s*row to g; add adds s to d. The AVX-512 forms round as the
-// plain ones (a product, then a sum; no FMA), so their bits are the same.
+// axpy adds s*row to g; add adds s to d (the plain path's rounding: a
+// product, then a sum).
 static inline void axpy_plain(float *g, const float *row, float s, int n) {
 	for (int i = 0; i < n; i++) g[i] += s * row[i];
 }
@@ -688,58 +817,217 @@ static inline void add_plain(float *d, const float *s, int n) {
 // gcc would fuse a vector product and sum into an FMA (-ffp-contract=fast):
 // contraction off keeps the plain rounding.
 #define T512NC T512 __attribute__((optimize("fp-contract=off")))
-T512NC static inline void axpy_512(float *g, const float *row, float s, int n) {
-	const __m512 v = _mm512_set1_ps(s);
-	for (int i = 0; i < n; i += 16) {
-		const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-		const __m512 p = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, row + i));
-		_mm512_mask_storeu_ps(g + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, g + i), p));
-	}
-}
-T512NC static inline void add_512(float *d, const float *s, int n) {
-	for (int i = 0; i < n; i += 16) {
-		const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-		_mm512_mask_storeu_ps(d + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + i), _mm512_maskz_loadu_ps(m, s + i)));
-	}
-}
 
-// Per output pixel, the patch gradient g = sum_j dout[j] * k[:, j] (zero
-// gradients, most after a ReLU, skipped), added back onto the input patch
-// one kernel row (KW*C contiguous values in NHWC) at a time.
-#define GRAD_INPUT_BODY(AXPY, ADD)                                                       \
-	const int K = KH * KW * C;                                                             \
-	float *kt = malloc(sizeof(float) * K * OC);                                            \
-	float *g = malloc(sizeof(float) * K);                                                  \
-	for (int i = 0; i < K; i++)                                                            \
-		for (int j = 0; j < OC; j++) kt[(long)j * K + i] = k[(long)i * OC + j];            \
-	for (long n = 0; n < N; n++) {                                                         \
-		for (int oy = 0; oy < OH; oy++) {                                                    \
-			for (int ox = 0; ox < OW; ox++) {                                                  \
-				const float *go = dout + ((n * OH + oy) * (long)OW + ox) * OC;                   \
-				memset(g, 0, sizeof(float) * K);                                                 \
-				int any = 0;                                                                     \
-				for (int j = 0; j < OC; j++) {                                                   \
-					if (go[j] == 0) continue;                                                      \
-					any = 1;                                                                       \
-					AXPY(g, kt + (long)j * K, go[j], K);                                           \
-				}                                                                                \
-				if (!any) continue;                                                              \
-				float *base = din + ((n * H + (long)oy * SH) * W + (long)ox * SW) * C;           \
-				for (int ky = 0; ky < KH; ky++)                                                  \
-					ADD(base + (long)ky * W * C, g + ky * KW * C, KW * C);                         \
-			}                                                                                  \
-		}                                                                                    \
-	}                                                                                      \
-	free(g);                                                                               \
-	free(kt);
+// The input gradient is summed per image in groups of kernel rows: for
+// each group, per output pixel in order, the gradient of the patch's rows g
+// = sum_j dout[j] * k[rows, j] (j from 0, zero gradients, most after a ReLU,
+// skipped) is added onto the input rows it came from (KW*C contiguous
+// values each in NHWC). A group is the whole patch when the kernel fits in
+// L1, else one row, so the vector paths' slice of the transposed kernel
+// stays in L1 while the pixels stream by. Every path adds in this order,
+// products then sums, so all give the same bits.
+static int gi_group_rows(int KH, int KW, int C, int OC) {
+	return (long)KH * KW * C * OC * sizeof(float) <= 32768 ? KH : 1;
+}
 
 static void grad_input_plain(const float *dout, const float *k, int N, int H, int W, int C,
                              int KH, int KW, int OC, int SH, int SW, int OH, int OW, float *din) {
-	GRAD_INPUT_BODY(axpy_plain, add_plain)
+	const int R = KW * C, GR = gi_group_rows(KH, KW, C, OC), GK = GR * R;
+	float *kt = malloc(sizeof(float) * GK * OC);
+	float *g = malloc(sizeof(float) * GK);
+	for (int y0 = 0; y0 < KH; y0 += GR) {
+		for (int i = 0; i < GK; i++)
+			for (int j = 0; j < OC; j++) kt[(long)j * GK + i] = k[((long)y0 * R + i) * OC + j];
+		for (long n = 0; n < N; n++) {
+			for (int oy = 0; oy < OH; oy++) {
+				for (int ox = 0; ox < OW; ox++) {
+					const float *go = dout + ((n * OH + oy) * (long)OW + ox) * OC;
+					memset(g, 0, sizeof(float) * GK);
+					int any = 0;
+					for (int j = 0; j < OC; j++) {
+						if (go[j] == 0) continue;
+						any = 1;
+						axpy_plain(g, kt + (long)j * GK, go[j], GK);
+					}
+					if (!any) continue;
+					float *base = din + ((n * H + (long)oy * SH + y0) * W + (long)ox * SW) * C;
+					for (int ky = 0; ky < GR; ky++) add_plain(base + (long)ky * W * C, g + ky * R, R);
+				}
+			}
+		}
+	}
+	free(g);
+	free(kt);
 }
-T512NC static void grad_input_512(const float *dout, const float *k, int N, int H, int W, int C,
-                                int KH, int KW, int OC, int SH, int SW, int OH, int OW, float *din) {
-	GRAD_INPUT_BODY(axpy_512, add_512)
+
+// The vector paths keep g in registers instead of storing it for every j:
+// a tile of NV vectors of the group's rows (each row padded to whole
+// vectors; kp holds the transposed kernel, ldv floats per output channel)
+// is summed over the list of non-zero output gradients, then added to the
+// input rows, each vector through its own offset and lane mask. Products
+// then sums (contraction off), as the plain loop rounds them.
+T512NC __attribute__((always_inline)) static inline void
+gi_512(const float *go, const int *jl, int nj, const float *kp, long ldv,
+       float *base, const int *voff, const __mmask16 *vm, const int NV) {
+	__m512 acc[24];
+#pragma GCC unroll 24
+	for (int v = 0; v < NV; v++) acc[v] = _mm512_setzero_ps();
+	for (int t = 0; t < nj; t++) {
+		const __m512 s = _mm512_set1_ps(go[jl[t]]);
+		const float *kr = kp + jl[t] * ldv;
+#pragma GCC unroll 24
+		for (int v = 0; v < NV; v++)
+			acc[v] = _mm512_add_ps(acc[v], _mm512_mul_ps(s, _mm512_load_ps(kr + 16 * v)));
+	}
+#pragma GCC unroll 24
+	for (int v = 0; v < NV; v++) {
+		float *d = base + voff[v];
+		if (vm[v] == 0xFFFF) // whole vector: a masked store costs more on Zen
+			_mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[v]));
+		else
+			_mm512_mask_storeu_ps(d, vm[v], _mm512_add_ps(_mm512_maskz_loadu_ps(vm[v], d), acc[v]));
+	}
+}
+
+#define GI512(NV_)                                                                          \
+	T512NC static void gi_512_##NV_(const float *go, const int *jl, int nj, const float *kp, \
+	                                long ldv, float *base, const int *voff, const __mmask16 *vm) { \
+		gi_512(go, jl, nj, kp, ldv, base, voff, vm, NV_);                                     \
+	}
+GI512(24)
+GI512(16)
+GI512(12)
+GI512(8)
+GI512(4)
+GI512(2)
+GI512(1)
+
+// The AVX2 form: 8-lane vectors, at most 12 in registers, masks as vectors.
+#define TAVXNC __attribute__((target("avx2,fma"), optimize("fp-contract=off")))
+TAVXNC __attribute__((always_inline)) static inline void
+gi_avx(const float *go, const int *jl, int nj, const float *kp, long ldv,
+       float *base, const int *voff, const int *vm, const int NV) {
+	__m256 acc[12];
+#pragma GCC unroll 12
+	for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();
+	for (int t = 0; t < nj; t++) {
+		const __m256 s = _mm256_set1_ps(go[jl[t]]);
+		const float *kr = kp + jl[t] * ldv;
+#pragma GCC unroll 12
+		for (int v = 0; v < NV; v++)
+			acc[v] = _mm256_add_ps(acc[v], _mm256_mul_ps(s, _mm256_load_ps(kr + 8 * v)));
+	}
+#pragma GCC unroll 12
+	for (int v = 0; v < NV; v++) {
+		float *d = base + voff[v];
+		const __m256i m = _mm256_loadu_si256((const __m256i *)(vm + 8 * v));
+		if (vm[8 * v + 7]) // whole vector: vmaskmovps stores are microcoded on Zen
+			_mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), acc[v]));
+		else
+			_mm256_maskstore_ps(d, m, _mm256_add_ps(_mm256_maskload_ps(d, m), acc[v]));
+	}
+}
+
+#define GIAVX(NV_)                                                                          \
+	TAVXNC static void gi_avx_##NV_(const float *go, const int *jl, int nj, const float *kp, \
+	                                long ldv, float *base, const int *voff, const int *vm) { \
+		gi_avx(go, jl, nj, kp, ldv, base, voff, vm, NV_);                                     \
+	}
+GIAVX(12)
+GIAVX(8)
+GIAVX(4)
+GIAVX(2)
+GIAVX(1)
+
+// nonzero_512 lists the j with go[j] != 0 (as C compares: NaN listed) in jl
+// (room for OC+16) and returns how many, compressing 16 at a time.
+T512 static int nonzero_512(const float *go, int OC, int *jl) {
+	int nj = 0;
+	const __m512i step = _mm512_set1_epi32(16);
+	__m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	for (int j = 0; j < OC; j += 16, idx = _mm512_add_epi32(idx, step)) {
+		const __mmask16 in = OC - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (OC - j)) - 1);
+		const __mmask16 m = _mm512_mask_cmp_ps_mask(in, _mm512_maskz_loadu_ps(in, go + j),
+		                                            _mm512_setzero_ps(), _CMP_NEQ_UQ);
+		// Compress in a register: the compressing store is microcoded on Zen.
+		_mm512_storeu_si512(jl + nj, _mm512_maskz_compress_epi32(m, idx));
+		nj += __builtin_popcount(m);
+	}
+	return nj;
+}
+
+// grad_input_vec is the vector paths' driver: L lanes (16 AVX-512, 8 AVX2),
+// the transposed kernel kp[group][j][GV*L] with each kernel row padded to
+// RV vectors, GV = GR*RV per group.
+static void grad_input_vec(const float *dout, const float *k, int N, int H, int W, int C,
+                           int KH, int KW, int OC, int SH, int SW, int OH, int OW,
+                           float *din, int isa) {
+	const int L = isa == 2 ? 16 : 8, R = KW * C, RV = (R + L - 1) / L;
+	const int GR = gi_group_rows(KH, KW, C, OC), GV = GR * RV;
+	const long ldv = (long)GV * L, ldg = ldv * OC;
+	float *kp = aligned_alloc(64, sizeof(float) * ((ldg * (KH / GR) + 31) & ~15L));
+	int *voff = malloc(sizeof(int) * GV), *jl = malloc(sizeof(int) * (OC + 16));
+	__mmask16 *vm = malloc(sizeof(__mmask16) * GV);
+	int *vm8 = malloc(sizeof(int) * 8 * GV);
+	memset(kp, 0, sizeof(float) * ldg * (KH / GR));
+	for (int ky = 0; ky < KH; ky++)
+		for (int r = 0; r < R; r++)
+			for (int j = 0; j < OC; j++)
+				kp[(ky / GR) * ldg + j * ldv + (long)(ky % GR) * RV * L + r] = k[((long)ky * R + r) * OC + j];
+	for (int v = 0; v < GV; v++) {
+		const int r0 = (v % RV) * L, left = R - r0 < L ? R - r0 : L;
+		voff[v] = (v / RV) * W * C + r0;
+		vm[v] = (__mmask16)((1u << left) - 1);
+		for (int i = 0; i < 8; i++) vm8[8 * v + i] = i < left ? -1 : 0;
+	}
+	for (long n = 0; n < N; n++) {
+		for (int y0 = 0; y0 < KH; y0 += GR) {
+			const float *kr = kp + (y0 / GR) * ldg;
+			for (int oy = 0; oy < OH; oy++) {
+				for (int ox = 0; ox < OW; ox++) {
+					const float *go = dout + ((n * OH + oy) * (long)OW + ox) * OC;
+					int nj = 0;
+					if (isa == 2) {
+						nj = nonzero_512(go, OC, jl);
+					} else {
+						for (int j = 0; j < OC; j++) { // no branch to mispredict
+							jl[nj] = j;
+							nj += go[j] != 0;
+						}
+					}
+					if (!nj) continue;
+					float *base = din + ((n * H + (long)oy * SH + y0) * W + (long)ox * SW) * C;
+					for (int v0 = 0; v0 < GV;) {
+						const int left = GV - v0;
+						const float *kv = kr + (long)v0 * L;
+						if (isa == 2) {
+							const int *o = voff + v0;
+							const __mmask16 *m = vm + v0;
+							if (left >= 24) gi_512_24(go, jl, nj, kv, ldv, base, o, m), v0 += 24;
+							else if (left >= 16) gi_512_16(go, jl, nj, kv, ldv, base, o, m), v0 += 16;
+							else if (left >= 12) gi_512_12(go, jl, nj, kv, ldv, base, o, m), v0 += 12;
+							else if (left >= 8) gi_512_8(go, jl, nj, kv, ldv, base, o, m), v0 += 8;
+							else if (left >= 4) gi_512_4(go, jl, nj, kv, ldv, base, o, m), v0 += 4;
+							else if (left >= 2) gi_512_2(go, jl, nj, kv, ldv, base, o, m), v0 += 2;
+							else gi_512_1(go, jl, nj, kv, ldv, base, o, m), v0 += 1;
+						} else {
+							const int *o = voff + v0, *m = vm8 + 8 * v0;
+							if (left >= 12) gi_avx_12(go, jl, nj, kv, ldv, base, o, m), v0 += 12;
+							else if (left >= 8) gi_avx_8(go, jl, nj, kv, ldv, base, o, m), v0 += 8;
+							else if (left >= 4) gi_avx_4(go, jl, nj, kv, ldv, base, o, m), v0 += 4;
+							else if (left >= 2) gi_avx_2(go, jl, nj, kv, ldv, base, o, m), v0 += 2;
+							else gi_avx_1(go, jl, nj, kv, ldv, base, o, m), v0 += 1;
+						}
+					}
+				}
+			}
+		}
+	}
+	free(kp);
+	free(voff);
+	free(jl);
+	free(vm);
+	free(vm8);
 }
 
 void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
@@ -751,8 +1039,8 @@ void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
 void bp_conv2d_grad_input_isa(const float *dout, const float *k, int N, int H,
                               int W, int C, int KH, int KW, int OC, int SH, int SW,
                               int OH, int OW, float *din, int isa) {
-	if (isa == 2)
-		grad_input_512(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din);
+	if (isa >= 1)
+		grad_input_vec(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din, isa);
 	else
 		grad_input_plain(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din);
 }

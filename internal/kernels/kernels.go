@@ -240,9 +240,13 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 			}
 			part := cv.parts[p]
 			clear(part)
+			var pb *C.float
+			if db != nil {
+				pb = fptr(part[nk:])
+			}
 			C.bp_conv2d_grad_kernel(fptr(in[a*inSz:]), fptr(dout[a*outSz:]), C.int(b-a),
 				C.int(h), C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
-				C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), fptr(part[:nk]), fptr(part[nk:]))
+				C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), fptr(part[:nk]), pb)
 		}
 	})
 	// The parts are summed in their order whatever the number of cores.

@@ -28,7 +28,7 @@ void bp_maxpool_grad(const float *in, const float *dout, int N, int H, int W,
                      int OH, int OW, float *din);
 
 // Gradient of bp_conv2d with respect to the kernel and bias, accumulated
-// (+=) into dk[(ky*KW+kx)*C+ci][OC] and db[OC].
+// (+=) into dk[(ky*KW+kx)*C+ci][OC] and db[OC] (db may be NULL).
 void bp_conv2d_grad_kernel(const float *in, const float *dout, int N, int H,
                            int W, int C, int KH, int KW, int OC, int SH, int SW,
                            int OH, int OW, float *dk, float *db);

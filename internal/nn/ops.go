@@ -71,9 +71,23 @@ func out(prealloc G.Value, s tensor.Shape) (*tensor.Dense, []float32) {
 // kept is what an op keeps between runs of its graph once KeepOutputs has
 // been called: its output tensor, and packed kernels.
 type kept struct {
-	on bool
-	t  *tensor.Dense
-	cv *kernels.Conv
+	on  bool
+	t   *tensor.Dense
+	cv  *kernels.Conv
+	f64 []float64
+}
+
+// float64s is n float64 of scratch: kept under KeepOutputs (a fresh
+// slice of this size each step costs page faults), else new. Callers
+// overwrite it.
+func (b base) float64s(n int) []float64 {
+	if b.keep == nil || !b.keep.on {
+		return make([]float64, n)
+	}
+	if cap(b.keep.f64) < n {
+		b.keep.f64 = make([]float64, n)
+	}
+	return b.keep.f64[:n]
 }
 
 // out is the op's output of shape s: its own kept tensor under

@@ -279,7 +279,7 @@ func (op xentOp) Do(v ...G.Value) (G.Value, error) {
 	if !zs.Eq(ys) || len(zs) != 2 || zs[0] == 0 {
 		return nil, fmt.Errorf("xent: logits %v and targets %v differ", zs, ys)
 	}
-	loss := softmaxRows(z, y, zs[1], make([]float64, len(z))) / float64(zs[0])
+	loss := softmaxRows(z, y, zs[1], op.float64s(len(z))) / float64(zs[0])
 	return tensor.New(tensor.FromScalar(float32(loss))), nil
 }
 func (op xentOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
@@ -315,7 +315,7 @@ func (op xentGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 	default:
 		return nil, fmt.Errorf("xent grad: loss gradient is %T", v[2])
 	}
-	p := make([]float64, len(z))
+	p := op.float64s(len(z))
 	softmaxRows(z, y, s[1], p)
 	t, o := op.out(prealloc, s)
 	scale := float64(g) / float64(s[0])

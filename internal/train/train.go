@@ -193,11 +193,15 @@ func (t *Trainer) dropMaskedGrads() error {
 	return nil
 }
 
+// input is the graph's input batch.
+func (t *Trainer) input() []float32 { return t.gr.X.Value().Data().([]float32) }
+
 // Step trains on one batch (exactly Batch samples of x, NHWC, and labels)
 // and returns its loss.
 func (t *Trainer) Step(x []float32, labels []int) (float64, error) {
-	in := t.gr.X.Value().Data().([]float32)
-	copy(in, x)
+	if in := t.input(); &in[0] != &x[0] {
+		copy(in, x)
+	}
 	clear(t.yBuf)
 	k := t.m.Classes
 	for i, l := range labels {
@@ -233,7 +237,7 @@ func (t *Trainer) Fit(ctx context.Context, d Data) ([]float64, error) {
 	h, w, c := t.m.InputShape()
 	sz := h * w * c
 	r := rand.New(rand.NewPCG(t.opt.Seed, 0x7a11))
-	x := make([]float32, b*sz)
+	x := t.input() // batches are gathered where the graph reads them
 	labels := make([]int, b)
 	var losses []float64
 	for e := 1; e <= t.opt.Epochs; e++ {
