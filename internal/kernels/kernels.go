@@ -14,6 +14,11 @@ package kernels
 // void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W,
 //                               int C, int OH, int OW, float *din, int isa);
 // void bp_colsum(const float *x, long rows, int c, double *acc);
+// typedef struct {
+// 	float l2, b1, b2, omb1, omb2, c1, c2, neg_eta, eps;
+// 	int use_l2;
+// } bp_adam_coef;
+// void bp_adam(float *w, float *g, float *m, float *v, long n, const bp_adam_coef *c, int isa);
 import "C"
 
 import (
@@ -205,6 +210,37 @@ func ColSums(x []float32, sums []float32) {
 	}
 }
 
+// AdamCoef are one Adam step's float32 coefficients: L2 (when UseL2),
+// β1, β2, 1-β1, 1-β2, the reciprocals of the bias corrections C1 and C2,
+// -η and ε.
+type AdamCoef struct {
+	L2, B1, B2, OmB1, OmB2, C1, C2, NegEta, Eps float32
+	UseL2                                       bool
+}
+
+// Adam updates the weights w from their gradients g and the moments m and
+// v in place, as gorgonia's AdamSolver does on float32 (each product and
+// sum rounded on its own), and zeroes g:
+//
+//	g' = g + L2·w;  m = g'·(1-β1) + m·β1;  v = (g'·g')·(1-β2) + v·β2
+//	w += (m·C1)·(-η) / (√(v·C2) + ε)
+//
+// One call, one core: the caller spreads the parts.
+func Adam(w, g, m, v []float32, c AdamCoef) {
+	if len(w) == 0 {
+		return
+	}
+	_, _, _ = g[len(w)-1], m[len(w)-1], v[len(w)-1]
+	adamISA(w, g, m, v, c, isa())
+}
+
+func adamISA(w, g, m, v []float32, c AdamCoef, set int) {
+	cc := C.bp_adam_coef{l2: C.float(c.L2), b1: C.float(c.B1), b2: C.float(c.B2), omb1: C.float(c.OmB1),
+		omb2: C.float(c.OmB2), c1: C.float(c.C1), c2: C.float(c.C2), neg_eta: C.float(c.NegEta),
+		eps: C.float(c.Eps), use_l2: cbool(c.UseL2)}
+	C.bp_adam(fptr(w), fptr(g), fptr(m), fptr(v), C.long(len(w)), &cc, C.int(set))
+}
+
 // GradKernel adds the gradients of Forward's loss with respect to the HWIO
 // kernel and the bias into dk (KH*KW*C*OC) and db (OC), given the input and
 // the output gradient dout; db may be nil. The batch is cut into a fixed
@@ -238,20 +274,25 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 			if a == b {
 				continue
 			}
-			part := cv.parts[p]
-			clear(part)
-			var pb *C.float
-			if db != nil {
-				pb = fptr(part[nk:])
+			// The first part adds into dk and db themselves, the others into
+			// their own memory.
+			pk, pb := fptr(dk), fptr(db)
+			if p > 0 {
+				part := cv.parts[p]
+				clear(part)
+				pk, pb = fptr(part[:nk]), nil
+				if db != nil {
+					pb = fptr(part[nk:])
+				}
 			}
 			C.bp_conv2d_grad_kernel(fptr(in[a*inSz:]), fptr(dout[a*outSz:]), C.int(b-a),
 				C.int(h), C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
-				C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), fptr(part[:nk]), pb)
+				C.int(cv.SH), C.int(cv.SW), C.int(oh), C.int(ow), pk, pb)
 		}
 	})
 	// The parts are summed in their order whatever the number of cores.
 	parallel(nk+cv.OC, 1<<14, func(lo, hi int) {
-		for p := 0; p < parts; p++ {
+		for p := 1; p < parts; p++ {
 			if n*p/parts == n*(p+1)/parts {
 				continue
 			}

@@ -1,14 +1,31 @@
 // Kernels only training uses: the gradient of a 2x2/2 max pool over
-// rectified values (the rectifier's included), and column sums for bias
-// gradients.
+// rectified values (the rectifier's included), column sums for bias
+// gradients, and the Adam step.
 #include <immintrin.h>
 #include <string.h>
 
 int bp_isa(void);
 
+// colsum_512 is bp_colsum on 8 columns at a time: each column's sum is
+// taken in the same order, so the bits are the same.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
+colsum_512(const float *x, long rows, int c, double *acc) {
+	// Row by row (one pass over x), the sums staying in L1.
+	for (long i = 0; i < rows; i++)
+		for (int j = 0; j < c; j += 8) {
+			const __mmask8 t = c - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (c - j)) - 1);
+			const __m512d a = _mm512_maskz_loadu_pd(t, acc + j);
+			_mm512_mask_storeu_pd(acc + j, t, _mm512_add_pd(a, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(t, x + i * c + j))));
+		}
+}
+
 // bp_colsum adds the sums of the columns of x (rows x c, row-major) to acc,
 // in double precision, row after row.
 void bp_colsum(const float *x, long rows, int c, double *acc) {
+	if (bp_isa() == 2) {
+		colsum_512(x, rows, c, acc);
+		return;
+	}
 	for (long i = 0; i < rows; i++) {
 		const float *r = x + i * c;
 		for (int j = 0; j < c; j++) acc[j] += (double)r[j];
@@ -90,4 +107,60 @@ void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, 
 		}
 		if (2 * OH < H) memset(dimg + 2 * OH * row, 0, sizeof(float) * (H - 2 * OH) * row); // last rows
 	}
+}
+
+// bp_adam_coef are one Adam step's float32 coefficients (package train
+// computes them as gorgonia does).
+typedef struct {
+	float l2, b1, b2, omb1, omb2, c1, c2, neg_eta, eps;
+	int use_l2;
+} bp_adam_coef;
+
+// adam_plain is gorgonia's Adam update of n weights, each float32 product
+// and sum rounded on its own (contraction off: no FMA), in gorgonia's order.
+__attribute__((optimize("fp-contract=off"))) static void
+adam_plain(float *w, float *g, float *m, float *v, long n, const bp_adam_coef *c) {
+	for (long i = 0; i < n; i++) {
+		float gi = g[i];
+		if (c->use_l2) gi += w[i] * c->l2;
+		const float mi = gi * c->omb1 + m[i] * c->b1;
+		const float vi = (gi * gi) * c->omb2 + v[i] * c->b2;
+		m[i] = mi, v[i] = vi;
+		const float root = _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(vi * c->c2))); // no libm
+		w[i] += (mi * c->c1) * c->neg_eta / (root + c->eps);
+		g[i] = 0;
+	}
+}
+
+// adam_512 is adam_plain on 16 lanes: the same operations, so the same
+// bits (vector square root and division are correctly rounded, as the
+// scalar ones).
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), optimize("fp-contract=off"))) static void
+adam_512(float *w, float *g, float *m, float *v, long n, const bp_adam_coef *c) {
+	const __m512 l2 = _mm512_set1_ps(c->l2), b1 = _mm512_set1_ps(c->b1), b2 = _mm512_set1_ps(c->b2);
+	const __m512 omb1 = _mm512_set1_ps(c->omb1), omb2 = _mm512_set1_ps(c->omb2);
+	const __m512 c1 = _mm512_set1_ps(c->c1), c2 = _mm512_set1_ps(c->c2);
+	const __m512 ne = _mm512_set1_ps(c->neg_eta), eps = _mm512_set1_ps(c->eps);
+	for (long i = 0; i < n; i += 16) {
+		const __mmask16 t = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+		const __m512 wi = _mm512_maskz_loadu_ps(t, w + i);
+		__m512 gi = _mm512_maskz_loadu_ps(t, g + i);
+		if (c->use_l2) gi = _mm512_add_ps(gi, _mm512_mul_ps(wi, l2));
+		const __m512 mi = _mm512_add_ps(_mm512_mul_ps(gi, omb1), _mm512_mul_ps(_mm512_maskz_loadu_ps(t, m + i), b1));
+		const __m512 vi = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(gi, gi), omb2),
+		                                _mm512_mul_ps(_mm512_maskz_loadu_ps(t, v + i), b2));
+		_mm512_mask_storeu_ps(m + i, t, mi);
+		_mm512_mask_storeu_ps(v + i, t, vi);
+		const __m512 d = _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, c2)), eps);
+		const __m512 up = _mm512_div_ps(_mm512_mul_ps(_mm512_mul_ps(mi, c1), ne), d);
+		_mm512_mask_storeu_ps(w + i, t, _mm512_add_ps(wi, up));
+		_mm512_mask_storeu_ps(g + i, t, _mm512_setzero_ps());
+	}
+}
+
+void bp_adam(float *w, float *g, float *m, float *v, long n, const bp_adam_coef *c, int isa) {
+	if (isa == 2)
+		adam_512(w, g, m, v, n, c);
+	else
+		adam_plain(w, g, m, v, n, c);
 }

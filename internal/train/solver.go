@@ -6,6 +6,7 @@ import (
 
 	G "gorgonia.org/gorgonia"
 
+	"badprune/internal/kernels"
 	"badprune/internal/workpool"
 )
 
@@ -18,9 +19,10 @@ import (
 // (gorgonia v0.9.18: batch 1, no clipping, no L1), but in one pass over
 // each weight instead of a dozen tensor operations, without allocating
 // after the first step, and spread over the cores. Every float32
-// operation of gorgonia's is kept, in its order and with its rounding;
-// products are converted explicitly so that the compiler cannot fuse them
-// into multiply-adds.
+// operation of gorgonia's is kept, in its order and with its rounding:
+// Adam's pass is kernels.Adam (C, vectorized, no fused multiply-adds);
+// momentum's products are converted explicitly so that the Go compiler
+// cannot fuse them.
 
 // param is one trained tensor: its weights and the loss's gradient with
 // respect to them, of the same length.
@@ -124,8 +126,8 @@ type adam struct {
 	sp                         *spread
 
 	// this step's parameters and float32 coefficients, for part
-	ps                                            []param
-	l2f, b1, b2, omb1, omb2, c1, c2, negEta, epsf float32
+	ps   []param
+	coef kernels.AdamCoef
 }
 
 // newAdam returns Adam with gorgonia's defaults, learning rate eta and,
@@ -143,41 +145,17 @@ func (a *adam) step(ps []param) {
 	corr1 := 1 - math.Pow(a.beta1, float64(a.iter))
 	corr2 := 1 - math.Pow(a.beta2, float64(a.iter))
 	a.ps = ps
-	a.l2f = float32(a.l2)
-	a.b1, a.b2 = float32(a.beta1), float32(a.beta2)
-	a.omb1, a.omb2 = 1-a.b1, 1-a.b2
-	a.c1, a.c2 = 1/float32(corr1), 1/float32(corr2)
-	a.negEta = -float32(a.eta)
-	a.epsf = float32(a.eps)
+	b1, b2 := float32(a.beta1), float32(a.beta2)
+	a.coef = kernels.AdamCoef{L2: float32(a.l2), UseL2: a.l2 > 0, B1: b1, B2: b2, OmB1: 1 - b1, OmB2: 1 - b2,
+		C1: 1 / float32(corr1), C2: 1 / float32(corr2), NegEta: -float32(a.eta), Eps: float32(a.eps)}
 	a.sp.over(ps)
 	a.ps = nil
 }
 
 // part updates elements [lo, hi) of parameter k, in gorgonia's order of
-// operations.
+// operations (kernels.Adam).
 func (a *adam) part(k, lo, hi int) {
-	w := a.ps[k].w[lo:hi]
-	g := a.ps[k].g[lo:hi:hi]
-	m := a.m[k][lo:hi:hi]
-	v := a.v[k][lo:hi:hi]
-	g, m, v = g[:len(w)], m[:len(w)], v[:len(w)]
-	l2, useL2 := a.l2f, a.l2 > 0
-	b1, b2, omb1, omb2 := a.b1, a.b2, a.omb1, a.omb2
-	c1, c2, negEta, eps := a.c1, a.c2, a.negEta, a.epsf
-	for i := range w {
-		gi := g[i]
-		if useL2 {
-			gi += float32(w[i] * l2)
-		}
-		mi := float32(gi*omb1) + float32(m[i]*b1)
-		vi := float32(float32(gi*gi)*omb2) + float32(v[i]*b2)
-		m[i], v[i] = mi, vi
-		// float64 square root rounded to float32 is float32's correctly
-		// rounded one, as math32.Sqrt's SQRTSS.
-		d := float32(math.Sqrt(float64(float32(vi*c2)))) + eps
-		w[i] += float32(float32(mi*c1)*negEta) / d
-		g[i] = 0
-	}
+	kernels.Adam(a.ps[k].w[lo:hi], a.ps[k].g[lo:hi], a.m[k][lo:hi], a.v[k][lo:hi], a.coef)
 }
 
 // momentum is gorgonia's Momentum: with g the gradient plus l2·c,
