@@ -149,6 +149,9 @@ func printEpoch(w io.Writer, name string, e finetune.Epoch) {
 	if !math.IsNaN(e.HoldoutASR) {
 		fmt.Fprintf(w, ", attack success %.2f%%", e.HoldoutASR)
 	}
+	if e.Seconds > 0 {
+		fmt.Fprintf(w, " (trained on %d images in %.2f s: %.0f images/s)", e.Images, e.Seconds, float64(e.Images)/e.Seconds)
+	}
 	fmt.Fprintln(w)
 }
 

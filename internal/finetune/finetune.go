@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"time"
 
 	"badprune/internal/infer"
 	"badprune/internal/model"
@@ -36,6 +37,11 @@ type Epoch struct {
 	Loss       float64 // mean training loss
 	HoldoutAcc float64 // percent
 	HoldoutASR float64 // percent on the poisoned data; NaN without it
+	// Images and Seconds are the epoch's training (forward, backward and
+	// update passes, not the holdout evaluation): its throughput. Timings
+	// stay out of the logs, which are the same at every run.
+	Images  int
+	Seconds float64
 }
 
 // Result is a fine-tuning run.
@@ -124,12 +130,16 @@ func Run(ctx context.Context, m *model.Model, clean, bd train.Data, opt Options)
 	}
 	best, bestAcc := 0, start.HoldoutAcc
 	bestW := snapshot(m)
+	var began time.Time // of the epoch being trained
 	tr, err := train.New(m, train.Options{Optimizer: opt.Optimizer, L2: opt.L2, Cosine: opt.Cosine, Epochs: opt.Epochs, Batch: opt.Batch, LR: opt.LR, Seed: opt.Seed, Masks: res.Masks,
 		OnEpoch: func(e int, loss float64) error {
+			took := time.Since(began)
 			ep, err := record(e, loss)
 			if err != nil {
 				return err
 			}
+			ep.Images, ep.Seconds = trainSet.N()/opt.Batch*opt.Batch, took.Seconds()
+			defer func() { began = time.Now() }()
 			res.Epochs = append(res.Epochs, ep)
 			if opt.OnEpoch != nil {
 				opt.OnEpoch(ep)
@@ -148,6 +158,7 @@ func Run(ctx context.Context, m *model.Model, clean, bd train.Data, opt Options)
 		return nil, err
 	}
 	defer tr.Close()
+	began = time.Now()
 	if _, err := tr.Fit(ctx, trainSet); err != nil {
 		return nil, err
 	}
