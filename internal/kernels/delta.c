@@ -211,24 +211,52 @@ int bp_add_index(int na, const long *rows, int size, const float *d,
 	return n;
 }
 
+// topn_insert adds z[j] to the m (at most k) values kept in val, largest
+// first, equal values in index order, and returns the new count.
+static inline int topn_insert(float v, int j, int m, int k, int *idx, float *val) {
+	int p = m < k ? m : k - 1;
+	while (p > 0 && val[p - 1] < v) {
+		if (p < k) {
+			val[p] = val[p - 1];
+			idx[p] = idx[p - 1];
+		}
+		p--;
+	}
+	val[p] = v;
+	idx[p] = j;
+	return m < k ? m + 1 : m;
+}
+
+// topn_512 is bp_topn testing 16 values at once against the smallest kept
+// one: !(v <= smallest), as the scalar test (NaN gets in), lane by lane in
+// index order, so the result is the same.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static int
+topn_512(const float *z, int n, int k, int *idx, float *val) {
+	int m = 0, j = 0;
+	for (; j < n && m < k; j++) m = topn_insert(z[j], j, m, k, idx, val);
+	for (; j + 16 <= n; j += 16) {
+		const __m512 v = _mm512_loadu_ps(z + j);
+		__mmask16 in = _mm512_cmp_ps_mask(v, _mm512_set1_ps(val[k - 1]), _CMP_NLE_UQ);
+		while (in) {
+			const int b = __builtin_ctz(in);
+			m = topn_insert(z[j + b], j + b, m, k, idx, val);
+			// The smallest kept value rose: test the later lanes again.
+			in = _mm512_cmp_ps_mask(v, _mm512_set1_ps(val[k - 1]), _CMP_NLE_UQ) & (__mmask16)(~0u << (b + 1));
+		}
+	}
+	for (; j < n; j++)
+		if (!(z[j] <= val[k - 1])) m = topn_insert(z[j], j, m, k, idx, val);
+	return m;
+}
+
 // bp_topn fills idx, val with the k largest values of z (largest first,
 // equal values in index order) and returns how many it filled.
 int bp_topn(const float *z, int n, int k, int *idx, float *val) {
+	if (k > 0 && bp_isa() == 2) return topn_512(z, n, k, idx, val);
 	int m = 0;
 	for (int j = 0; j < n; j++) {
-		const float v = z[j];
-		if (m == k && v <= val[k - 1]) continue;
-		int p = m < k ? m : k - 1;
-		while (p > 0 && val[p - 1] < v) {
-			if (p < k) {
-				val[p] = val[p - 1];
-				idx[p] = idx[p - 1];
-			}
-			p--;
-		}
-		val[p] = v;
-		idx[p] = j;
-		if (m < k) m++;
+		if (m == k && z[j] <= val[k - 1]) continue;
+		m = topn_insert(z[j], j, m, k, idx, val);
 	}
 	return m;
 }

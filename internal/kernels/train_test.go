@@ -126,3 +126,48 @@ func TestAdamISA(t *testing.T) {
 		}
 	}
 }
+
+// TestTopN: the k largest values, largest first and ties in index order,
+// as a sort gives them, over lengths that leave partial vectors and values
+// with many ties.
+func TestTopN(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	for _, n := range []int{1, 5, 16, 17, 100, 1283} {
+		for _, k := range []int{1, 3, 16, 17} {
+			for trial := 0; trial < 20; trial++ {
+				z := make([]float32, n)
+				for i := range z {
+					z[i] = float32(r.IntN(40)) - 20 // ties
+				}
+				if trial%2 == 1 { // rising values: the smallest kept one moves often
+					for i := range z {
+						z[i] = float32(i/3) + float32(r.IntN(2))
+					}
+				}
+				order := make([]int, n)
+				for i := range order {
+					order[i] = i
+				}
+				slices.SortStableFunc(order, func(a, b int) int {
+					switch {
+					case z[a] > z[b]:
+						return -1
+					case z[a] < z[b]:
+						return 1
+					}
+					return 0
+				})
+				idx, val := make([]int32, k), make([]float32, k)
+				got := TopN(z, idx, val)
+				if want := min(n, k); got != want {
+					t.Fatalf("n %d k %d: %d filled, want %d", n, k, got, want)
+				}
+				for i := 0; i < got; i++ {
+					if int(idx[i]) != order[i] || val[i] != z[order[i]] {
+						t.Fatalf("n %d k %d trial %d: place %d is %d (%g), want %d (%g)", n, k, trial, i, idx[i], val[i], order[i], z[order[i]])
+					}
+				}
+			}
+		}
+	}
+}
