@@ -615,7 +615,7 @@ func (s *State) Zero(channels []int) {
 	if len(rows) == 0 {
 		return
 	}
-	s.dp.reset(len(rows), ms)
+	s.dp.resetListed(len(rows), ms)
 	n := int32(0)
 	for r, row := range rows {
 		p := s.P[row*ms : (row+1)*ms]
@@ -669,6 +669,26 @@ type change struct {
 	d   []float32 // na × size
 	ptr []int32   // na+1: sample r's entries are idx[ptr[r]:ptr[r+1]]
 	idx []int32
+}
+
+// resetListed is reset for a change whose values are non-zero only at the
+// entries it lists (the mask point's): it clears those of the last use
+// instead of every value, most of a sample's entries being untouched.
+func (c *change) resetListed(na, size int) {
+	if cap(c.d) < na*size {
+		c.reset(na, size)
+		return
+	}
+	d := c.d[:cap(c.d)]
+	for r := 0; r+1 < len(c.ptr); r++ {
+		for _, q := range c.idx[c.ptr[r]:c.ptr[r+1]] {
+			d[r*size+int(q)] = 0
+		}
+	}
+	if cap(c.ptr) < na+1 {
+		c.ptr = make([]int32, na+1)
+	}
+	c.d, c.idx, c.ptr = d[:na*size], c.idx[:na*size], c.ptr[:na+1]
 }
 
 // reset sizes c for na samples of size values, all zero, with room to
