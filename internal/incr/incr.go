@@ -694,6 +694,13 @@ func (c *change) resetListed(na, size int) {
 // reset sizes c for na samples of size values, all zero, with room to
 // list every entry.
 func (c *change) reset(na, size int) {
+	c.resize(na, size)
+	clear(c.d)
+}
+
+// resize is reset without clearing the values, for a change that is then
+// written whole.
+func (c *change) resize(na, size int) {
 	if cap(c.d) < na*size {
 		c.d = make([]float32, na*size)
 		c.idx = make([]int32, na*size)
@@ -702,7 +709,6 @@ func (c *change) reset(na, size int) {
 		c.ptr = make([]int32, na+1)
 	}
 	c.d, c.idx, c.ptr = c.d[:na*size], c.idx[:na*size], c.ptr[:na+1]
-	clear(c.d)
 }
 
 // push propagates the mask-point change (in s.dp) of the samples rows
@@ -731,17 +737,20 @@ func (s *State) push(rows []int) {
 			continue
 		}
 		c := &s.changes[i]
-		c.reset(na, nd.size)
+		c.resize(na, nd.size)
 		d := c.d
 		switch {
 		case nd.conv != nil:
 			switch x := in(nd.in[0]); {
+			case nd.l.Kind == model.Dense && x != nil && int(x.ptr[na])*sparseCost > na*nd.k:
+				nd.dconv.Forward(x.d, na, 1, 1, false, d) // writes every value
 			case x == nil:
-			case nd.l.Kind == model.Dense && int(x.ptr[na])*sparseCost > na*nd.k:
-				nd.dconv.Forward(x.d, na, 1, 1, false, d)
+				clear(d)
 			case nd.l.Kind == model.Dense:
+				clear(d)
 				kernels.CSRDense(na, x.ptr, x.idx, x.d, nd.k, nd.w, nd.size, d)
 			default:
+				clear(d)
 				kernels.SparseConv(na, x.d, nd.geom, nd.w, d)
 			}
 			if !nd.relu {
@@ -751,6 +760,7 @@ func (s *State) push(rows []int) {
 			}
 			kernels.ReLUApply(rows, nd.size, d, s.pre[i], s.out[i], c.idx, c.ptr)
 		case nd.l.Kind == model.Add:
+			clear(d)
 			for _, k := range nd.in {
 				if x := in(k); x != nil {
 					for j, v := range x.d {
