@@ -283,14 +283,23 @@ func (op xentOp) Do(v ...G.Value) (G.Value, error) {
 	return tensor.New(tensor.FromScalar(float32(loss))), nil
 }
 func (op xentOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dz, err := G.ApplyOp(newXentGradOp(), in[0], in[1], grad)
+	// The loss is an input of its gradient only so that the machine runs
+	// it first: the gradient then reuses the softmax it kept.
+	dz, err := G.ApplyOp(newXentGradOp(op.keep), in[0], in[1], output, grad)
 	return G.Nodes{dz, nil}, err
 }
 
-// xentGradOp: (logits, targets, dloss) -> (softmax - targets) * dloss / N.
-type xentGradOp struct{ base }
+// xentGradOp: (logits, targets, loss, dloss) -> (softmax - targets) *
+// dloss / N. The softmax is the one the loss's op kept in probs (under
+// KeepOutputs) when it matches, else computed again.
+type xentGradOp struct {
+	base
+	probs *kept
+}
 
-func newXentGradOp() xentGradOp { return xentGradOp{newBase("GradSoftmaxXent", []int{2, 2, 0, 2})} }
+func newXentGradOp(probs *kept) xentGradOp {
+	return xentGradOp{newBase("GradSoftmaxXent", []int{2, 2, 0, 0, 2}), probs}
+}
 
 func (op xentGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return sameShape("xent grad", ds)
@@ -303,7 +312,7 @@ func (op xentGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 	}
 	z, y, s := in[0], in[1], ss[0]
 	var g float32
-	switch d := v[2].(type) {
+	switch d := v[3].(type) {
 	case *G.F32:
 		g = float32(*d)
 	case tensor.Tensor:
@@ -313,10 +322,15 @@ func (op xentGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 		}
 		g = gs
 	default:
-		return nil, fmt.Errorf("xent grad: loss gradient is %T", v[2])
+		return nil, fmt.Errorf("xent grad: loss gradient is %T", v[3])
 	}
-	p := op.float64s(len(z))
-	softmaxRows(z, y, s[1], p)
+	var p []float64
+	if k := op.probs; k != nil && k.on && len(k.f64) == len(z) {
+		p = k.f64 // the loss's op ran first in this run (its output is our input)
+	} else {
+		p = op.float64s(len(z))
+		softmaxRows(z, y, s[1], p)
+	}
 	t, o := op.out(prealloc, s)
 	scale := float64(g) / float64(s[0])
 	for i := range o {
