@@ -135,10 +135,14 @@ load_row512(__m512 *v, const float *p, const int nb, __mmask16 last) {
 		v[j] = j < nb - 1 ? _mm512_loadu_ps(p + 16 * j) : _mm512_maskz_loadu_ps(last, p + 16 * j);
 }
 
+// With pool set, the tile is mr/4 pool windows: pixels 2i, 2i+1 the upper
+// row of window i, mr/2+2i, mr/2+2i+1 its lower row; it writes the
+// windows' maxima (as pool_rows_2x2: max_ps(a, b) is a > b ? a : b) to
+// op[i], i < rows, instead of the pixels.
 T512 __attribute__((always_inline)) static inline void
 kern_512(const tile_t *t, const int *toff, int ntaps, int run, const float *kp,
          int ldk, const float *bias, int jb, int ncols, int relu, const int mr,
-         const int nb) {
+         const int nb, const int pool) {
 	const __mmask16 last = (__mmask16)((1u << (ncols - 16 * (nb - 1))) - 1);
 	__m512 c[MRMAX][4], init[4];
 	load_row512(init, bias + jb, nb, last);
@@ -169,6 +173,22 @@ kern_512(const tile_t *t, const int *toff, int ntaps, int run, const float *kp,
 #pragma GCC unroll 4
 			for (int j = 0; j < nb; j++) c[r][j] = _mm512_max_ps(c[r][j], z);
 	}
+	if (pool) {
+#pragma GCC unroll 3
+		for (int i = 0; i < mr / 4; i++) {
+			if (i >= t->rows) break;
+#pragma GCC unroll 4
+			for (int j = 0; j < nb; j++) {
+				const __m512 a = _mm512_max_ps(c[2 * i][j], c[2 * i + 1][j]);
+				const __m512 b = _mm512_max_ps(c[mr / 2 + 2 * i][j], c[mr / 2 + 2 * i + 1][j]);
+				if (j < nb - 1)
+					_mm512_storeu_ps(t->op[i] + jb + 16 * j, _mm512_max_ps(a, b));
+				else
+					_mm512_mask_storeu_ps(t->op[i] + jb + 16 * j, last, _mm512_max_ps(a, b));
+			}
+		}
+		return;
+	}
 #pragma GCC unroll 12
 	for (int r = 0; r < mr; r++) {
 		if (r >= t->rows) break;
@@ -186,8 +206,18 @@ kern_512(const tile_t *t, const int *toff, int ntaps, int run, const float *kp,
 	T512 static void kern_512_##MR_##_##NB_(const tile_t *t, const int *toff, int ntaps,  \
 	                                        int run, const float *kp, int ldk,            \
 	                                        const float *bias, int jb, int ncols, int relu) { \
-		kern_512(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu, MR_, NB_);           \
+		kern_512(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu, MR_, NB_, 0);        \
 	}
+#define K512P(MR_, NB_)                                                                  \
+	T512 static void kern_512p_##MR_##_##NB_(const tile_t *t, const int *toff, int ntaps, \
+	                                         int run, const float *kp, int ldk,           \
+	                                         const float *bias, int jb, int ncols, int relu) { \
+		kern_512(t, toff, ntaps, run, kp, ldk, bias, jb, ncols, relu, MR_, NB_, 1);        \
+	}
+K512P(12, 1)
+K512P(12, 2)
+K512P(8, 3)
+K512P(4, 4)
 K512(12, 1)
 K512(12, 2)
 K512(8, 1)
@@ -264,16 +294,222 @@ static void conv_init(conv_t *c, const float *in, int H, int W, int C,
 	if (isa == 2 && c->panel < 64) c->panel = 64; // one full 4-vector block; L2 holds 1 MB
 }
 
+// A layer of 17..20 output channels (the lab's conv_1 has 20) would leave
+// 12 of the 32 lanes of two 16-channel vectors idle. On AVX-512 it goes
+// pixels-in-lanes instead: each vector holds 16 consecutive output pixels
+// of a row times one channel, the input rows copied channel-planar so the
+// 16 values of one kernel entry are one load and the weight a broadcast.
+// Every output is still its bias, then one FMA per kernel entry in the
+// same order (ky, kx, ci), then the ReLU max, as in the channel tiles.
+#define PXV 6     // pixel vectors per tile (24 accumulators)
+#define PXKMAX 4096 // kernel entries at most for this path
+
+typedef struct {
+	const float *ip[PXV]; // planar input of the segment's first pixel
+	float *op[PXV];       // output of its first pixel
+	int cnt[PXV];         // pixels in the segment (1..16)
+} pxtile_t;
+
+// px_cols is the number of last output channels computed pixels-in-lanes:
+// all of a layer of 17..20 channels (the lab's conv_1), where 4-channel
+// groups fill every lane, else none. (A layer's last few channels this way
+// beside channel tiles measured slower, as did short rows, strided input
+// and many input channels, whose planar copy costs more; without the pool
+// fused the outputs are stored 4 channels at a time, which pays off only
+// on long kernels.)
+static int px_cols(const conv_t *c, int pool) {
+	const long K = (long)c->KH * c->run;
+	if (c->isa != 2 || c->SW != 1 || c->OC < 17 || c->OC > 20 || c->OW < 16 ||
+	    c->panel < c->ldk || K > PXKMAX || c->C > 8 || (!pool && (c->C > 4 || K < 36)))
+		return 0;
+	return c->OC;
+}
+
+// planar3 copies an input row of W pixels of 3 channels to d[ci*ld + x].
+T512 static void planar3(const float *s, int W, float *d, int ld) {
+	const __m512i i0a = _mm512_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 0, 0, 0, 0, 0);
+	const __m512i i1a = _mm512_setr_epi32(1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31, 0, 0, 0, 0, 0);
+	const __m512i i2a = _mm512_setr_epi32(2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 0, 0, 0, 0, 0, 0);
+	// second step: lanes < 11 (10 for channel 2) from t, the rest from c
+	const __m512i i0b = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 17, 20, 23, 26, 29);
+	const __m512i i1b = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 18, 21, 24, 27, 30);
+	const __m512i i2b = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 19, 22, 25, 28, 31);
+	for (int x = 0; x < W; x += 16) {
+		const int n = 3 * (W - x < 16 ? W - x : 16); // floats left
+		const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+		const __mmask16 m1 = n >= 32 ? 0xffff : n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1);
+		const __mmask16 m2 = n >= 48 ? 0xffff : n <= 32 ? 0 : (__mmask16)((1u << (n - 32)) - 1);
+		const __m512 a = _mm512_maskz_loadu_ps(m0, s + 3 * x);
+		const __m512 b = _mm512_maskz_loadu_ps(m1, s + 3 * x + 16);
+		const __m512 cc = _mm512_maskz_loadu_ps(m2, s + 3 * x + 32);
+		const __m512 v0 = _mm512_permutex2var_ps(_mm512_permutex2var_ps(a, i0a, b), i0b, cc);
+		const __m512 v1 = _mm512_permutex2var_ps(_mm512_permutex2var_ps(a, i1a, b), i1b, cc);
+		const __m512 v2 = _mm512_permutex2var_ps(_mm512_permutex2var_ps(a, i2a, b), i2b, cc);
+		_mm512_storeu_ps(d + x, v0); // ld >= W + 16: room for the whole vector
+		_mm512_storeu_ps(d + ld + x, v1);
+		_mm512_storeu_ps(d + 2 * ld + x, v2);
+	}
+}
+
+T512 __attribute__((always_inline)) static inline void
+px_store(float *o, int cnt, int OC, __mmask8 m, __m512 a0, __m512 a1,
+         __m512 a2, __m512 a3) {
+	// 4x4 transposes in each 128-bit lane: u[j] lane i is pixel 4i+j.
+	const __m512 t0 = _mm512_unpacklo_ps(a0, a1), t1 = _mm512_unpackhi_ps(a0, a1);
+	const __m512 t2 = _mm512_unpacklo_ps(a2, a3), t3 = _mm512_unpackhi_ps(a2, a3);
+	__m512 u[4];
+	u[0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
+	u[1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t2)));
+	u[2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
+	u[3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t1), _mm512_castps_pd(t3)));
+#define PX_ST(I)                                                                          \
+	for (int j = 0; j < 4; j++) {                                                        \
+		const int px = 4 * (I) + j;                                                      \
+		if (px < cnt) _mm_mask_storeu_ps(o + (long)px * OC, m, _mm512_extractf32x4_ps(u[j], I)); \
+	}
+	PX_ST(0)
+	PX_ST(1)
+	PX_ST(2)
+	PX_ST(3)
+#undef PX_ST
+}
+
+// px_acc accumulates channels jb..jb+3 of PXV pixel vectors, vector v
+// reading its 16 values of kernel entry k at ip[v] + off[k].
+T512 __attribute__((always_inline)) static inline void
+px_acc(__m512 acc[PXV][4], const float *const *ip, const int *off, int K,
+       const float *kp, int ldk, const float *bias, int jb) {
+	const __m512 b0 = _mm512_set1_ps(bias[jb]), b1 = _mm512_set1_ps(bias[jb + 1]);
+	const __m512 b2 = _mm512_set1_ps(bias[jb + 2]), b3 = _mm512_set1_ps(bias[jb + 3]);
+#pragma GCC unroll 6
+	for (int v = 0; v < PXV; v++) {
+		acc[v][0] = b0;
+		acc[v][1] = b1;
+		acc[v][2] = b2;
+		acc[v][3] = b3;
+	}
+	const float *w = kp + jb;
+	for (int k = 0; k < K; k++, w += ldk) {
+		const __m512 w0 = _mm512_set1_ps(w[0]), w1 = _mm512_set1_ps(w[1]);
+		const __m512 w2 = _mm512_set1_ps(w[2]), w3 = _mm512_set1_ps(w[3]);
+		const int o = off[k];
+#pragma GCC unroll 6
+		for (int v = 0; v < PXV; v++) {
+			const __m512 x = _mm512_loadu_ps(ip[v] + o);
+			acc[v][0] = _mm512_fmadd_ps(x, w0, acc[v][0]);
+			acc[v][1] = _mm512_fmadd_ps(x, w1, acc[v][1]);
+			acc[v][2] = _mm512_fmadd_ps(x, w2, acc[v][2]);
+			acc[v][3] = _mm512_fmadd_ps(x, w3, acc[v][3]);
+		}
+	}
+}
+
+// kern_px computes channels jb..jb+3 of nv segments of up to 16 pixels,
+// writing the first r of them.
+T512 static void kern_px(const pxtile_t *t, int nv, const int *off, int K, const float *kp,
+                         int ldk, const float *bias, int jb, int r, int OC, int relu) {
+	__m512 acc[PXV][4];
+	const float *ip[PXV];
+#pragma GCC unroll 6
+	for (int v = 0; v < PXV; v++) ip[v] = t->ip[v < nv ? v : nv > 0 ? nv - 1 : 0];
+	px_acc(acc, ip, off, K, kp, ldk, bias, jb);
+	if (relu) {
+		const __m512 z = _mm512_setzero_ps();
+#pragma GCC unroll 6
+		for (int v = 0; v < PXV; v++)
+#pragma GCC unroll 4
+			for (int j = 0; j < 4; j++) acc[v][j] = _mm512_max_ps(acc[v][j], z);
+	}
+	const __mmask8 m = (__mmask8)((1u << r) - 1);
+#pragma GCC unroll 6
+	for (int v = 0; v < PXV; v++) {
+		if (v >= nv) break;
+		px_store(t->op[v] + jb, t->cnt[v], OC, m, acc[v][0], acc[v][1], acc[v][2], acc[v][3]);
+	}
+}
+
+// px_planar copies input rows [y0, y1) of image img channel-planar to pl,
+// row y at pl + (y-y0)*C*ld, channel ci of it at + ci*ld, zero padded
+// after the W pixels (ld >= W + 32).
+static void px_planar(const conv_t *c, const float *img, int y0, int y1, float *pl, int ld) {
+	for (int y = y0; y < y1; y++) {
+		float *d = pl + (long)(y - y0) * c->C * ld;
+		const float *s = img + (long)y * c->W * c->C;
+		if (c->C == 3) {
+			planar3(s, c->W, d, ld);
+		} else {
+			for (int ci = 0; ci < c->C; ci++)
+				for (int x = 0; x < c->W; x++) d[ci * ld + x] = s[x * c->C + ci];
+		}
+		for (int ci = 0; ci < c->C; ci++) // read by masked-off lanes only
+			for (int x = c->W; x < ld; x++) d[ci * ld + x] = 0;
+	}
+}
+
+// px_offsets sets off[k] for kernel entry k = (ky*KW+kx)*C+ci: the
+// planar offset of its input from the output pixel's.
+static void px_offsets(const conv_t *c, int ld, int *off) {
+	const long RS = (long)c->C * ld;
+	for (int ky = 0, k = 0; ky < c->KH; ky++)
+		for (int kx = 0; kx < c->KW; kx++)
+			for (int ci = 0; ci < c->C; ci++) off[k++] = (int)(ky * RS + (long)ci * ld + kx);
+}
+
+// conv_px computes channels [jb0, OC) of output pixels [q0, q1) (as
+// conv_range) pixels-in-lanes, 4 channels at a time.
+static void conv_px(const conv_t *c, long q0, long q1, float *out, int jb0) {
+	const int K = c->KH * c->run, W16 = c->W + 32;
+	const long RS = (long)c->C * W16; // one planar input row
+	const long per = (long)c->OH * c->OW;
+	int off[PXKMAX];
+	px_offsets(c, W16, off);
+	float *pl = NULL;
+	long plcap = 0;
+	for (long n = q0 / per; n * per < q1; n++) {
+		const long a = q0 > n * per ? q0 - n * per : 0;             // first pixel in image n
+		const long b = q1 < (n + 1) * per ? q1 - n * per : per;     // its end
+		const int oy0 = (int)(a / c->OW), oy1 = (int)((b - 1) / c->OW); // rows touched
+		const int y0 = oy0 * c->SH, y1 = oy1 * c->SH + c->KH;          // input rows [y0, y1)
+		const long need = (long)(y1 - y0) * RS;
+		if (need > plcap) {
+			free(pl);
+			plcap = need;
+			pl = malloc(sizeof(float) * plcap);
+		}
+		px_planar(c, c->in + n * (long)c->H * c->W * c->C, y0, y1, pl, W16);
+		pxtile_t t;
+		int nv = 0;
+		for (long l = a; l < b;) {
+			const int oy = (int)(l / c->OW), ox = (int)(l % c->OW);
+			int cnt = c->OW - ox;
+			if (cnt > 16) cnt = 16;
+			if (cnt > b - l) cnt = (int)(b - l);
+			t.ip[nv] = pl + (long)(oy * c->SH - y0) * RS + ox;
+			t.op[nv] = out + (n * per + l - q0) * c->OC;
+			t.cnt[nv] = cnt;
+			l += cnt;
+			if (++nv == PXV || l == b) {
+				for (int jb = jb0; jb < c->OC; jb += 4)
+					kern_px(&t, nv, off, K, c->kp, c->ldk, c->bias, jb,
+					        c->OC - jb < 4 ? c->OC - jb : 4, c->OC, c->relu);
+				nv = 0;
+			}
+		}
+	}
+	free(pl);
+}
+
 // conv_range computes output pixels [q0, q1) of the batch (pixels numbered
 // row-major over images, rows, columns) into out, pixel q at out[(q-q0)*OC].
 static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 	const long per = (long)c->OH * c->OW;
 	const int wide24 = c->isa == 1 && c->ldk == 24 && c->panel >= 24;
+	const int rem = px_cols(c, 0), OCm = c->OC - rem; // channels in vector tiles
 	// AVX-512: blocks of up to 64 columns, as many pixels as the widest fits.
-	const int w512 = c->panel < c->OC ? c->panel : c->OC;
+	const int w512 = c->panel < OCm ? c->panel : OCm;
 	const int nb512 = w512 >= 64 ? 4 : (w512 + 15) / 16;
 	const int mr = c->isa == 2 ? mr512(nb512) : wide24 ? 4 : MR;
-	for (int p0 = 0; p0 < c->ldk; p0 += c->panel) {
+	for (int p0 = 0; p0 < c->ldk && OCm > 0; p0 += c->panel) {
 		const int p1 = p0 + c->panel < c->ldk ? p0 + c->panel : c->ldk;
 		long n = q0 / per;
 		int oy = (int)(q0 % per) / c->OW, ox = (int)(q0 % per) % c->OW;
@@ -297,9 +533,9 @@ static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 				}
 			}
 			if (c->isa == 2) {
-				for (int jb = p0; jb < p1 && jb < c->OC; jb += 64) {
+				for (int jb = p0; jb < p1 && jb < OCm; jb += 64) {
 					int ncols = p1 - jb < 64 ? p1 - jb : 64;
-					if (ncols > c->OC - jb) ncols = c->OC - jb;
+					if (ncols > OCm - jb) ncols = OCm - jb;
 					kern_512_any(&t, mr, (ncols + 15) / 16, c->toff, c->KH, c->run, c->kp,
 					             c->ldk, c->bias, jb, ncols, c->relu);
 				}
@@ -325,6 +561,7 @@ static void conv_range(const conv_t *c, long q0, long q1, float *out) {
 			}
 		}
 	}
+	if (rem && q1 > q0) conv_px(c, q0, q1, out, OCm);
 }
 
 void bp_conv2d_isa(const float *in, int N, int H, int W, int C, const float *kp,
@@ -353,6 +590,138 @@ static void pool_rows_2x2(const float *restrict r0, const float *restrict r1,
 	}
 }
 
+// pool_rows_2x2_512 is pool_rows_2x2 on 16 channels at a time: max_ps(a,
+// b) is a > b ? a : b, NaN and signed zeros included, as the plain loop.
+T512 static void pool_rows_2x2_512(const float *restrict r0, const float *restrict r1,
+                                   int OW, int C, float *restrict o) {
+	const __mmask16 last = (__mmask16)((1u << (C - 16 * ((C - 1) / 16))) - 1);
+	for (int ox = 0; ox < OW; ox++, r0 += 2 * C, r1 += 2 * C, o += C) {
+		for (int c = 0; c < C; c += 16) {
+			const __mmask16 m = C - c >= 16 ? 0xffff : last;
+			const __m512 a = _mm512_max_ps(_mm512_maskz_loadu_ps(m, r0 + c), _mm512_maskz_loadu_ps(m, r0 + C + c));
+			const __m512 b = _mm512_max_ps(_mm512_maskz_loadu_ps(m, r1 + c), _mm512_maskz_loadu_ps(m, r1 + C + c));
+			_mm512_mask_storeu_ps(o + c, m, _mm512_max_ps(a, b));
+		}
+	}
+}
+
+// kern_px_pool computes channels jb..jb+3 of np pairs of segments, each
+// the same 16 (an even cnt[s]) columns of two conv rows (ip[2s], ip[2s+1]),
+// and writes their 2x2 max pools, cnt[s]/2 pixels from op[s], the first r
+// channels: max_ps(a, b) is a > b ? a : b, as pool_rows_2x2.
+T512 static void kern_px_pool(const pxtile_t *t, int np, const int *off, int K,
+                              const float *kp, int ldk, const float *bias, int jb, int r,
+                              int OC, int relu) {
+	__m512 acc[PXV][4];
+	const float *ip[PXV];
+#pragma GCC unroll 6
+	for (int v = 0; v < PXV; v++) ip[v] = t->ip[v < 2 * np ? v : np > 0 ? 2 * np - 1 : 0];
+	px_acc(acc, ip, off, K, kp, ldk, bias, jb);
+	if (relu) {
+		const __m512 z = _mm512_setzero_ps();
+#pragma GCC unroll 6
+		for (int v = 0; v < PXV; v++)
+#pragma GCC unroll 4
+			for (int j = 0; j < 4; j++) acc[v][j] = _mm512_max_ps(acc[v][j], z);
+	}
+	const __mmask8 m = (__mmask8)((1u << r) - 1);
+	const __m512i even = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+#pragma GCC unroll 3
+	for (int s = 0; s < PXV / 2; s++) {
+		if (s >= np) break;
+		__m512 o[4];
+#pragma GCC unroll 4
+		for (int j = 0; j < 4; j++) {
+			// lane 2i: columns 2i, 2i+1 of the upper row, then of the lower
+			const __m512 a = acc[2 * s][j], b = acc[2 * s + 1][j];
+			const __m512 ha = _mm512_max_ps(a, _mm512_permute_ps(a, 0xB1));
+			const __m512 hb = _mm512_max_ps(b, _mm512_permute_ps(b, 0xB1));
+			o[j] = _mm512_max_ps(ha, hb);
+		}
+		// pooled pixel p = 2L+h: channels 0..3 in 128-bit lane L of lo (h 0), hi (h 1)
+		const __m512d t01 = _mm512_castps_pd(_mm512_permutex2var_ps(o[0], even, o[1]));
+		const __m512d t23 = _mm512_castps_pd(_mm512_permutex2var_ps(o[2], even, o[3]));
+		const __m512 lo = _mm512_castpd_ps(_mm512_unpacklo_pd(t01, t23));
+		const __m512 hi = _mm512_castpd_ps(_mm512_unpackhi_pd(t01, t23));
+		const int pc = t->cnt[s] / 2;
+		float *op = t->op[s] + jb;
+#define PXP_ST(L)                                                                               \
+	if (2 * (L) < pc) _mm_mask_storeu_ps(op + (long)(2 * (L)) * OC, m, _mm512_extractf32x4_ps(lo, L)); \
+	if (2 * (L) + 1 < pc) _mm_mask_storeu_ps(op + (long)(2 * (L) + 1) * OC, m, _mm512_extractf32x4_ps(hi, L));
+		PXP_ST(0)
+		PXP_ST(1)
+		PXP_ST(2)
+		PXP_ST(3)
+#undef PXP_ST
+	}
+}
+
+// conv_px_pool is bp_conv2d_pool for a layer all pixels-in-lanes: the
+// tiles are the same columns of the two conv rows of a pool row, pooled
+// in registers; the conv output is never stored.
+static void conv_px_pool(const conv_t *c, int N, float *out, int OH, int OW) {
+	const int K = c->KH * c->run, W16 = c->W + 32;
+	const long RS = (long)c->C * W16;
+	int off[PXKMAX];
+	px_offsets(c, W16, off);
+	const int y1 = (2 * OH - 1) * c->SH + c->KH; // input rows read
+	float *pl = malloc(sizeof(float) * (long)y1 * RS);
+	const int S = (2 * OW + 15) / 16; // segments of a conv row
+	for (long n = 0; n < N; n++) {
+		px_planar(c, c->in + n * (long)c->H * c->W * c->C, 0, y1, pl, W16);
+		for (int py = 0; py < OH; py++) {
+			for (int s0 = 0; s0 < S; s0 += PXV / 2) {
+				pxtile_t t;
+				const int np = S - s0 < PXV / 2 ? S - s0 : PXV / 2;
+				for (int s = 0; s < np; s++) {
+					const int ox = 16 * (s0 + s);
+					t.ip[2 * s] = pl + (long)(2 * py * c->SH) * RS + ox;
+					t.ip[2 * s + 1] = pl + (long)((2 * py + 1) * c->SH) * RS + ox;
+					t.cnt[s] = 2 * OW - ox < 16 ? 2 * OW - ox : 16;
+					t.op[s] = out + ((n * OH + py) * (long)OW + ox / 2) * c->OC;
+				}
+				for (int jb = 0; jb < c->OC; jb += 4)
+					kern_px_pool(&t, np, off, K, c->kp, c->ldk, c->bias, jb,
+					             c->OC - jb < 4 ? c->OC - jb : 4, c->OC, c->relu);
+			}
+		}
+	}
+	free(pl);
+}
+
+// conv_tile_pool is bp_conv2d_pool for a layer of at most 64 channels on
+// AVX-512: each channel tile is mr/4 pool windows (one of 4 pixels for 4
+// vectors: 6 pixels do not make whole windows, 8 do not fit the registers),
+// pooled in registers, so the conv output is never stored.
+static void conv_tile_pool(const conv_t *c, int N, float *out, int OH, int OW) {
+	const int nb = (c->OC + 15) / 16, mr = nb == 4 ? 4 : mr512(nb), pc = mr / 4;
+	const long rs = (long)c->W * c->C, cs = (long)c->SW * c->C; // input row, column step
+	for (long n = 0; n < N; n++) {
+		for (int py = 0; py < OH; py++) {
+			const float *r0 = c->in + (n * c->H + 2L * py * c->SH) * rs;
+			const float *r1 = r0 + c->SH * rs;
+			for (int px0 = 0; px0 < OW; px0 += pc) {
+				tile_t t;
+				t.rows = OW - px0 < pc ? OW - px0 : pc;
+				for (int i = 0; i < pc; i++) {
+					const int px = px0 + (i < t.rows ? i : t.rows - 1);
+					t.ip[2 * i] = r0 + 2 * px * cs;
+					t.ip[2 * i + 1] = r0 + (2 * px + 1) * cs;
+					t.ip[mr / 2 + 2 * i] = r1 + 2 * px * cs;
+					t.ip[mr / 2 + 2 * i + 1] = r1 + (2 * px + 1) * cs;
+					t.op[i] = out + ((n * OH + py) * (long)OW + px) * c->OC;
+				}
+				switch (nb) {
+				case 1: kern_512p_12_1(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu); break;
+				case 2: kern_512p_12_2(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu); break;
+				case 3: kern_512p_8_3(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu); break;
+				default: kern_512p_4_4(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu); break;
+				}
+			}
+		}
+	}
+}
+
 void bp_conv2d_pool(const float *in, int N, int H, int W, int C, const float *kp,
                     const float *bias, int KH, int KW, int OC, int SH, int SW,
                     int relu, float *out, int OH, int OW) {
@@ -360,6 +729,14 @@ void bp_conv2d_pool(const float *in, int N, int H, int W, int C, const float *kp
 	if (KH > 64) return;
 	const int CH = (H - KH) / SH + 1, CW = (W - KW) / SW + 1; // conv output size
 	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, relu, CH, CW, bp_isa());
+	if (OH > 0 && OW > 0 && px_cols(&c, 1) == OC) {
+		conv_px_pool(&c, N, out, OH, OW);
+		return;
+	}
+	if (OH > 0 && OW > 0 && c.isa == 2 && OC <= 64 && c.panel >= c.ldk) {
+		conv_tile_pool(&c, N, out, OH, OW);
+		return;
+	}
 	// Blocks of conv rows small enough to stay in L2 between conv and pool.
 	int blk = (32768 / (CW * OC > 0 ? CW * OC : 1)) & ~1;
 	if (blk < 2) blk = 2;
@@ -371,7 +748,7 @@ void bp_conv2d_pool(const float *in, int N, int H, int W, int C, const float *kp
 			const long q0 = (n * CH + y0) * (long)CW;
 			conv_range(&c, q0, q0 + (long)rows * CW, scratch);
 			for (int r = 0; r < rows; r += 2)
-				pool_rows_2x2(scratch + (long)r * CW * OC, scratch + (long)(r + 1) * CW * OC,
+				(c.isa == 2 ? pool_rows_2x2_512 : pool_rows_2x2)(scratch + (long)r * CW * OC, scratch + (long)(r + 1) * CW * OC,
 				              OW, OC, out + ((n * OH) + (y0 + r) / 2) * (long)OW * OC);
 		}
 	}
