@@ -6,6 +6,7 @@ import (
 
 	"badprune/internal/model"
 	"badprune/internal/testsupport/fixture"
+	"badprune/internal/testsupport/must"
 )
 
 // TestFusedGradients: the training graph of a Conv2D with a ReLU under a
@@ -13,17 +14,13 @@ import (
 // 4-D ReLU or ReLU-gradient pass). TestGradients checks such gradients
 // against finite differences: fixture.General has the pattern.
 func TestFusedGradients(t *testing.T) {
-	general, err := fixture.General(5)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range []struct {
 		name  string
 		m     *model.Model
 		fused int
 	}{
 		{"toy", toy(t, 5, 3), 1},
-		{"general", general, 1},
+		{"general", must.Get(t, fixture.General, 5), 1},
 	} {
 		tr, err := New(tc.m, Options{Epochs: 1, Batch: 4, LR: 1e-3})
 		if err != nil {
