@@ -284,7 +284,7 @@ func (op convOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if op.Pool {
 		return nil, fmt.Errorf("nn: no gradient for a convolution fused with its pool; build the graph for training")
 	}
-	if g, ok := grad.Op().(poolGradOp); op.ReLU && !(ok && g.relu) {
+	if op.ReLU && !reluApplied(grad, output) {
 		// Unless a pool's gradient has applied it already, the ReLU's.
 		var err error
 		if grad, err = G.ApplyOp(newReLUGradOp(newReLUOp(4)), output, grad); err != nil {

@@ -41,7 +41,11 @@ func (op poolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	return t, nil
 }
 func (op poolOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	dx, err := G.ApplyOp(newPoolGradOp(op, rectified(in[0])), in[0], grad)
+	var of *G.Node
+	if rectified(in[0]) {
+		of = in[0]
+	}
+	dx, err := G.ApplyOp(newPoolGradOp(op, of), in[0], grad)
 	return G.Nodes{dx}, err
 }
 
@@ -57,21 +61,31 @@ func rectified(n *G.Node) bool {
 	return false
 }
 
-// poolGradOp: (x, dy) -> dx. With relu set, x is relu(z) and dx is the
-// gradient with respect to z: the ReLU's gradient is applied as well
-// (convOp.SymDiff then skips its own).
+// poolGradOp: (x, dy) -> dx. With relu set, x is relu(z), the output of
+// the node of, and dx is the gradient with respect to z: the ReLU's
+// gradient is applied as well, and of's SymDiff skips its own (appliedBy).
 type poolGradOp struct {
 	base
 	p    poolOp
 	relu bool
+	of   *G.Node
 }
 
-func newPoolGradOp(p poolOp, relu bool) poolGradOp {
+func newPoolGradOp(p poolOp, of *G.Node) poolGradOp {
 	name := "Grad" + p.name
-	if relu {
+	if of != nil {
 		name += "{relu}"
 	}
-	return poolGradOp{newBase(name, []int{4, 4, 4}), p, relu}
+	return poolGradOp{newBase(name, []int{4, 4, 4}), p, of != nil, of}
+}
+
+// reluApplied reports whether grad, the gradient of the node output, is a
+// pool's gradient that applied output's ReLU. Only a pool of output itself
+// did: a gradient passed on unchanged (through an Add, say) from the pool
+// of a later ReLU was masked by that ReLU, not by output's.
+func reluApplied(grad, output *G.Node) bool {
+	g, ok := grad.Op().(poolGradOp)
+	return ok && g.relu && g.of == output
 }
 
 func (op poolGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
@@ -194,7 +208,7 @@ func (op reluOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	return t, nil
 }
 func (op reluOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	if g, ok := grad.Op().(poolGradOp); ok && g.relu {
+	if reluApplied(grad, output) {
 		return G.Nodes{grad}, nil // the pool's gradient has applied ours
 	}
 	dx, err := G.ApplyOp(newReLUGradOp(op), output, grad)
