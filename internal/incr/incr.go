@@ -339,14 +339,30 @@ func (s *Stats) Add(b Stats) {
 
 // NewState computes the head's activations for n samples from the outputs
 // of the layers named by Inputs (n rows each; copied).
-func (h *Head) NewState(n int, in ...[]float32) *State {
-	s := &State{h: h, N: n, P: slices.Clone(in[0][:n*h.maskSize])}
-	for e, l := range h.External {
-		s.ext = append(s.ext, slices.Clone(in[1+e][:n*l.Size()]))
+func (h *Head) NewState(n int, in ...[]float32) *State { return h.Renew(nil, n, in...) }
+
+// Renew is NewState in the memory of old, a state of h that is no longer
+// needed (nil: new memory), for loops over chunks of samples: a repair
+// made a hundred states of a few megabytes each.
+func (h *Head) Renew(old *State, n int, in ...[]float32) *State {
+	if old == nil || old.h != h {
+		old = &State{}
 	}
+	// Scratch carries over as it is (the mask point's change relies on
+	// its values being zero but for the entries it lists).
+	s := &State{h: h, N: n, rows: old.rows, lx: old.lx, lz: old.lz, dp: old.dp, changes: old.changes}
+	s.P = append(old.P[:0], in[0][:n*h.maskSize]...)
+	for e, l := range h.External {
+		var buf []float32
+		if e < len(old.ext) {
+			buf = old.ext[e][:0]
+		}
+		s.ext = append(s.ext, append(buf, in[1+e][:n*l.Size()]...))
+	}
+	s.live, s.Pred = old.live, reuse(old.Pred, n)
 	if h.General {
 		s.setLive()
-		s.Pred = make([]int, n)
+		clear(s.Pred) // a sample the graph fails on keeps class 0
 		rows := make([]int, n)
 		for i := range rows {
 			rows[i] = i
@@ -357,20 +373,20 @@ func (h *Head) NewState(n int, in ...[]float32) *State {
 	s.out = make([][]float32, len(h.nodes))
 	s.pre = make([][]float32, len(h.nodes))
 	for i, nd := range h.nodes {
+		// forward writes every value: nothing needs clearing.
 		if !nd.alias {
-			s.out[i] = make([]float32, n*nd.size)
+			s.out[i] = reuse(at(old.out, i), n*nd.size)
 		}
 		if nd.conv != nil && nd.relu {
-			s.pre[i] = make([]float32, n*nd.size)
+			s.pre[i] = reuse(at(old.pre, i), n*nd.size)
 		}
 	}
 	h.forward(s.P, s.ext, n, s.pre, s.out)
 	s.setLive()
-	s.Pred = make([]int, n)
-	s.h0 = make([]float32, n*h.cls.hdim)
-	s.top = make([]int32, n*h.cls.top)
-	s.topL = make([]float32, n*h.cls.top)
-	s.rest = make([]float32, n)
+	s.h0 = reuse(old.h0, n*h.cls.hdim) // logits writes these for every row
+	s.top = reuse(old.top, n*h.cls.top)
+	s.topL = reuse(old.topL, n*h.cls.top)
+	s.rest = reuse(old.rest, n)
 	rows := make([]int, n)
 	for i := range rows {
 		rows[i] = i
@@ -379,13 +395,32 @@ func (h *Head) NewState(n int, in ...[]float32) *State {
 	return s
 }
 
+// reuse returns b with length n, reallocated only when too small; its
+// values are left as they are.
+func reuse[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
+}
+
+// at is s[i], or nil past its end.
+func at(s [][]float32, i int) []float32 {
+	if i < len(s) {
+		return s[i]
+	}
+	return nil
+}
+
 // setLive marks, per sample, the mask channels that are non-zero.
 func (s *State) setLive() {
 	h := s.h
 	if h.C > 64 {
+		s.live = nil
 		return
 	}
-	s.live = make([]uint64, s.N)
+	s.live = reuse(s.live, s.N)
+	clear(s.live)
 	for row := 0; row < s.N; row++ {
 		for q, v := range s.P[row*h.maskSize : (row+1)*h.maskSize] {
 			if v != 0 {
@@ -537,8 +572,8 @@ func (s *State) logits(rows []int) {
 		return
 	}
 	hin := s.input(c.in)
-	s.lx = grow(s.lx, len(rows)*c.hdim)
-	s.lz = grow(s.lz, len(rows)*c.k)
+	s.lx = reuse(s.lx, len(rows)*c.hdim)
+	s.lz = reuse(s.lz, len(rows)*c.k)
 	x, z := s.lx, s.lz
 	for r, row := range rows {
 		copy(x[r*c.hdim:(r+1)*c.hdim], hin[row*c.hdim:(row+1)*c.hdim])
@@ -615,7 +650,7 @@ func (s *State) Zero(channels []int) {
 	if len(rows) == 0 {
 		return
 	}
-	s.dp.resetListed(len(rows), ms)
+	s.dp.resetListed(len(rows), s.N, ms)
 	n := int32(0)
 	for r, row := range rows {
 		p := s.P[row*ms : (row+1)*ms]
@@ -654,14 +689,6 @@ func (s *State) Zero(channels []int) {
 	s.check(rows)
 }
 
-// grow returns s with length n, reallocated only when too small.
-func grow(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
-	}
-	return s[:n]
-}
-
 // change is how a node's output moved for the samples being updated:
 // values (zero where unchanged) and, per sample, which entries moved, so
 // the next layer visits only those.
@@ -674,9 +701,9 @@ type change struct {
 // resetListed is reset for a change whose values are non-zero only at the
 // entries it lists (the mask point's): it clears those of the last use
 // instead of every value, most of a sample's entries being untouched.
-func (c *change) resetListed(na, size int) {
+func (c *change) resetListed(na, most, size int) {
 	if cap(c.d) < na*size {
-		c.reset(na, size)
+		c.reset(na, most, size)
 		return
 	}
 	d := c.d[:cap(c.d)]
@@ -692,21 +719,24 @@ func (c *change) resetListed(na, size int) {
 }
 
 // reset sizes c for na samples of size values, all zero, with room to
-// list every entry.
-func (c *change) reset(na, size int) {
-	c.resize(na, size)
+// list every entry. Memory is taken once for most samples, the state's
+// count: the samples a step changes grow from step to step, and growing
+// with them reallocated over a gigabyte per repair.
+func (c *change) reset(na, most, size int) {
+	c.resize(na, most, size)
 	clear(c.d)
 }
 
 // resize is reset without clearing the values, for a change that is then
 // written whole.
-func (c *change) resize(na, size int) {
+func (c *change) resize(na, most, size int) {
 	if cap(c.d) < na*size {
-		c.d = make([]float32, na*size)
-		c.idx = make([]int32, na*size)
+		n := max(na, most) * size
+		c.d = make([]float32, n)
+		c.idx = make([]int32, n)
 	}
 	if cap(c.ptr) < na+1 {
-		c.ptr = make([]int32, na+1)
+		c.ptr = make([]int32, max(na, most)+1)
 	}
 	c.d, c.idx, c.ptr = c.d[:na*size], c.idx[:na*size], c.ptr[:na+1]
 }
@@ -737,7 +767,7 @@ func (s *State) push(rows []int) {
 			continue
 		}
 		c := &s.changes[i]
-		c.resize(na, nd.size)
+		c.resize(na, s.N, nd.size)
 		d := c.d
 		switch {
 		case nd.conv != nil:

@@ -14,8 +14,14 @@ import (
 
 const tiny = "../../testdata/tiny/"
 
-// state computes the head's inputs of n images via the graph.
+// state is the head's state for n images, its inputs computed via the graph.
 func state(t *testing.T, h *incr.Head, x []float32, n int) *incr.State {
+	t.Helper()
+	return h.NewState(n, inputs(t, h, x, n)...)
+}
+
+// inputs computes the head's inputs of n images via the graph.
+func inputs(t *testing.T, h *incr.Head, x []float32, n int) [][]float32 {
 	t.Helper()
 	gr, err := h.Model.Build(model.GraphOptions{Batch: n, Outputs: h.Inputs()})
 	if err != nil {
@@ -31,7 +37,46 @@ func state(t *testing.T, h *incr.Head, x []float32, n int) *incr.State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h.NewState(n, res...)
+	for i := range res {
+		res[i] = slices.Clone(res[i]) // the runner reuses its outputs
+	}
+	return res
+}
+
+// TestRenewEqualsNew: a state renewed in the memory of one that has taken
+// steps (its scratch holding their changes) predicts as a new one, step
+// by step, for fewer and for more samples than the old one had.
+func TestRenewEqualsNew(t *testing.T) {
+	m, err := model.Load(tiny + "model_weights.h5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := incr.NewHead(m, "conv_3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	old := state(t, h, fixture.RandomImages(r, 30, 55, 47, 3), 30)
+	for _, c := range []int{6, 2, 0} {
+		old.Zero([]int{c})
+	}
+	for _, n := range []int{20, 40} {
+		in := inputs(t, h, fixture.RandomImages(r, n, 55, 47, 3), n)
+		fresh, renewed := h.NewState(n, in...), h.Renew(old, n, in...)
+		changed := 0
+		for step, c := range []int{4, 6, 3, 2, 7} {
+			fresh.Zero([]int{c})
+			renewed.Zero([]int{c})
+			if !slices.Equal(fresh.Pred, renewed.Pred) {
+				t.Fatalf("n %d, step %d: renewed %v, new %v", n, step, renewed.Pred, fresh.Pred)
+			}
+			changed += fresh.Stats.Updated
+		}
+		if changed == 0 || fresh.Stats != renewed.Stats {
+			t.Fatalf("n %d: stats new %+v, renewed %+v", n, fresh.Stats, renewed.Stats)
+		}
+		old = renewed
+	}
 }
 
 // margin is the oracle's gap between its best and second-best logit.

@@ -352,9 +352,16 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	cfg.Progress.Start("pruning, every step", total, "images")
 	var mu sync.Mutex
 	var stepErr error // the first error of a job
+	// States of finished jobs, whose memory the next jobs reuse.
+	free := make(chan *incr.State, workpool.Workers())
 	job := func(dst []int, in [][]float32, labels []int) func() {
 		return func() {
-			hits, st, err := steps1(head, in, labels, cv.Order)
+			var old *incr.State
+			select {
+			case old = <-free:
+			default:
+			}
+			hits, st, err := steps1(head, old, in, labels, cv.Order, free)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -407,15 +414,21 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 }
 
 // steps1 prunes order one channel at a time on a chunk of samples and
-// counts the hits before and after each step.
-func steps1(h *incr.Head, in [][]float32, labels []int, order []int) ([]int, incr.Stats, error) {
+// counts the hits before and after each step, in the memory of old (a
+// state no longer needed, or nil), which it returns to free.
+func steps1(h *incr.Head, old *incr.State, in [][]float32, labels []int, order []int, free chan<- *incr.State) ([]int, incr.Stats, error) {
 	n := len(labels)
-	s := h.NewState(n, in...)
+	s := h.Renew(old, n, in...)
 	hits := make([]int, len(order)+1)
 	hits[0] = metrics.Hits(s.Pred, labels)
 	for k, c := range order {
 		s.Zero([]int{c})
 		hits[k+1] = metrics.Hits(s.Pred, labels)
 	}
-	return hits, s.Stats, s.Err()
+	st, err := s.Stats, s.Err()
+	select {
+	case free <- s:
+	default:
+	}
+	return hits, st, err
 }
