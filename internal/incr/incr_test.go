@@ -47,14 +47,7 @@ func inputs(t *testing.T, h *incr.Head, x []float32, n int) [][]float32 {
 // steps (its scratch holding their changes) predicts as a new one, step
 // by step, for fewer and for more samples than the old one had.
 func TestRenewEqualsNew(t *testing.T) {
-	m, err := model.Load(tiny + "model_weights.h5")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := incr.NewHead(m, "conv_3")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := tinyHead(t)
 	r := rand.New(rand.NewPCG(9, 10))
 	old := state(t, h, fixture.RandomImages(r, 30, 55, 47, 3), 30)
 	for _, c := range []int{6, 2, 0} {
@@ -77,6 +70,20 @@ func TestRenewEqualsNew(t *testing.T) {
 		}
 		old = renewed
 	}
+}
+
+// tinyHead is the head of the tiny DeepID below conv_3.
+func tinyHead(t *testing.T) *incr.Head {
+	t.Helper()
+	m, err := model.Load(tiny + "model_weights.h5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := incr.NewHead(m, "conv_3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 // margin is the oracle's gap between its best and second-best logit.
@@ -185,14 +192,7 @@ func TestZeroMatchesOracle(t *testing.T) {
 // TestZeroSetEqualsSteps: zeroing a set at once equals zeroing it channel by
 // channel, and Clone keeps states apart.
 func TestZeroSetEqualsSteps(t *testing.T) {
-	m, err := model.Load(tiny + "model_weights.h5")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := incr.NewHead(m, "conv_3")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := tinyHead(t)
 	const n = 30
 	x := fixture.RandomImages(rand.New(rand.NewPCG(7, 8)), n, 55, 47, 3)
 	base := state(t, h, x, n)
