@@ -9,8 +9,6 @@ package kernels
 
 // #cgo CFLAGS: -O3 -std=gnu11
 // #include "kernels.h"
-// void bp_maxpool_grad_relu(const float *in, const float *dout, int N, int H, int W, int C,
-//                           int OH, int OW, float *din);
 // void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W,
 //                               int C, int OH, int OW, float *din, int isa);
 // void bp_colsum(const float *x, long rows, int c, double *acc);
@@ -262,9 +260,9 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 	if h*w == 1 {
 		parts = 2
 	}
-	if len(cv.parts) != parts || len(cv.parts[0]) != nk+cv.OC {
-		cv.parts = make([][]float32, parts)
-		for p := range cv.parts {
+	if len(cv.parts) != parts || len(cv.parts[1]) != nk+cv.OC {
+		cv.parts = make([][]float32, parts) // the first part needs none
+		for p := 1; p < parts; p++ {
 			cv.parts[p] = make([]float32, nk+cv.OC)
 		}
 	}

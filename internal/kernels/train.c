@@ -73,22 +73,14 @@ window_512(const float *x, long row, int C, const float *g, float *d) {
 	}
 }
 
-void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W, int C,
-                              int OH, int OW, float *din, int isa);
-
-// bp_maxpool_grad_relu sets din (N,H,W,C) to the gradient of
+// bp_maxpool_grad_relu_isa sets din (N,H,W,C) to the gradient of
 // maxpool(relu(z)) with respect to z, given dout (N,OH,OW,C) and in, the
 // pool's input relu(z): dout goes to the window's arg-max (the first
 // maximum in row-major window order, as bp_maxpool_grad) when that maximum
 // is positive, every other entry of din is zero. Writing din whole spares
 // the caller a pass that clears it and the ReLU gradient's pass.
-void bp_maxpool_grad_relu(const float *in, const float *dout, int N, int H, int W, int C,
-                          int OH, int OW, float *din) {
-	bp_maxpool_grad_relu_isa(in, dout, N, H, W, C, OH, OW, din, bp_isa());
-}
-
-// bp_maxpool_grad_relu_isa is bp_maxpool_grad_relu with the instruction set
-// chosen (2: AVX-512, else plain C), so tests can compare the two.
+// isa chooses the instruction set (2: AVX-512, else plain C), so tests can
+// compare the two.
 void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W, int C,
                               int OH, int OW, float *din, int isa) {
 	window_fn *win = isa == 2 ? window_512 : window_plain;
