@@ -69,7 +69,7 @@ func out(prealloc G.Value, s tensor.Shape) (*tensor.Dense, []float32) {
 }
 
 // kept is what an op keeps between runs of its graph once KeepOutputs has
-// been called: its output tensor, and packed kernels.
+// been called: its output tensor, packed kernels and scratch.
 type kept struct {
 	on  bool
 	t   *tensor.Dense
