@@ -254,11 +254,7 @@ type avgPoolOp struct {
 
 func (op avgPoolOp) DiffWRT(int) []bool { return []bool{true} }
 func (op avgPoolOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	s, ok := ds[0].(tensor.Shape)
-	if !ok || len(s) != 4 {
-		return nil, fmt.Errorf("avgpool: want a 4-D input")
-	}
-	return tensor.Shape{s[0], op.OH, op.OW, s[3]}, nil
+	return pooledShape("avgpool", ds, op.OH, op.OW)
 }
 func (op avgPoolOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 func (op avgPoolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {

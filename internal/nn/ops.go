@@ -134,6 +134,16 @@ func zero(s []float32) {
 	}
 }
 
+// pooledShape is the InferShape of a pooling op (what names it in the
+// error): the batch and channels of its 4-D input, oh x ow pixels.
+func pooledShape(what string, ds []G.DimSizer, oh, ow int) (tensor.Shape, error) {
+	s, ok := ds[0].(tensor.Shape)
+	if !ok || len(s) != 4 {
+		return nil, fmt.Errorf("%s: want a 4-D input", what)
+	}
+	return tensor.Shape{s[0], oh, ow, s[3]}, nil
+}
+
 // sameShape is the InferShape of an op whose output has the shape of its
 // first input; what names the op in the error.
 func sameShape(what string, ds []G.DimSizer) (tensor.Shape, error) {

@@ -24,11 +24,7 @@ func newPoolOp(p kernels.Pool, oh, ow int) poolOp {
 
 func (op poolOp) DiffWRT(int) []bool { return []bool{true} }
 func (op poolOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	s, ok := ds[0].(tensor.Shape)
-	if !ok || len(s) != 4 {
-		return nil, fmt.Errorf("maxpool: want a 4-D input")
-	}
-	return tensor.Shape{s[0], op.OH, op.OW, s[3]}, nil
+	return pooledShape("maxpool", ds, op.OH, op.OW)
 }
 func (op poolOp) Do(v ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, v...) }
 func (op poolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
