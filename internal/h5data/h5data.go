@@ -18,6 +18,7 @@ import (
 
 	"badprune/internal/guard"
 	"badprune/internal/h5"
+	"badprune/internal/hugemem"
 	"badprune/internal/kernels"
 	"badprune/internal/workpool"
 )
@@ -281,15 +282,15 @@ func (s *Set) Read(start, n int, dst []float32, buf *Buffer) error {
 	err := h5.Locked(func() error {
 		switch {
 		case s.Type.Class == h5.Uint && s.Type.Size == 1:
-			buf.u8 = growU8(buf.u8, n*sz)
+			buf.u8 = hugemem.Grow(buf.u8, n*sz)
 			raw = buf.u8
 			return h5.ReadUint8(s.data, off, cnt, buf.u8)
 		case s.Type.Size == 8:
-			buf.f64 = growF64(buf.f64, n*sz)
+			buf.f64 = hugemem.Grow(buf.f64, n*sz)
 			raw = buf.f64
 			return h5.ReadFloat64(s.data, off, cnt, buf.f64)
 		default:
-			buf.f32 = growF32(buf.f32, n*sz)
+			buf.f32 = hugemem.Grow(buf.f32, n*sz)
 			raw = buf.f32
 			return h5.ReadFloat32(s.data, off, cnt, buf.f32)
 		}
@@ -305,27 +306,6 @@ func (s *Set) Read(start, n int, dst []float32, buf *Buffer) error {
 	}
 	s.norm.Apply(dst[:n*sz], s.C)
 	return nil
-}
-
-func growU8(b []uint8, n int) []uint8 {
-	if cap(b) < n {
-		return make([]uint8, n)
-	}
-	return b[:n]
-}
-
-func growF32(b []float32, n int) []float32 {
-	if cap(b) < n {
-		return make([]float32, n)
-	}
-	return b[:n]
-}
-
-func growF64(b []float64, n int) []float64 {
-	if cap(b) < n {
-		return make([]float64, n)
-	}
-	return b[:n]
 }
 
 // Batch is a run of consecutive samples.
@@ -350,7 +330,7 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 	const depth = 2
 	free := make(chan []float32, depth+1)
 	for i := 0; i < depth+1; i++ {
-		free <- make([]float32, size*sz)
+		free <- hugemem.Make[float32](size * sz)
 	}
 	ready := make(chan item, depth)
 	ctx, cancel := context.WithCancel(ctx)
@@ -402,8 +382,7 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 // library, the others convert what they read.
 func (s *Set) ReadAll(ctx context.Context) ([]float32, error) {
 	sz := s.ImageSize()
-	x := make([]float32, s.N*sz)
-	adviseHuge(x)
+	x := hugemem.Make[float32](s.N * sz)
 	const chunk = 256
 	var (
 		next atomic.Int64

@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"badprune/internal/h5data"
+	"badprune/internal/hugemem"
 	"badprune/internal/incr"
 	"badprune/internal/infer"
 	"badprune/internal/metrics"
@@ -306,7 +307,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	cache := make([][]float32, len(inputs))
 	for i, name := range inputs {
 		sizes[i] = m.Layer(name).Size()
-		cache[i] = make([]float32, 0, cfg.Valid.N*sizes[i])
+		cache[i] = hugemem.Make[float32](cfg.Valid.N * sizes[i])[:0]
 	}
 	cfg.Progress.Start("ranking on "+cfg.Valid.Path, cfg.Valid.N, "images")
 	err = cfg.Valid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
@@ -316,8 +317,10 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		}
 		r := res[rankAt][:b.N*rank.Size()]
 		part := make([]float64, rc)
-		for j, v := range r {
-			part[j%rc] += float64(v)
+		for p := 0; p < len(r); p += rc {
+			for c, v := range r[p : p+rc] {
+				part[c] += float64(v)
+			}
 		}
 		for c := range sums {
 			sums[c] += part[c]
@@ -390,6 +393,10 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		}
 	}()
 	if cfg.BDValid != nil {
+		bdCache := make([][]float32, len(inputs))
+		for i := range inputs {
+			bdCache[i] = hugemem.Make[float32](cfg.BDValid.N * sizes[i])
+		}
 		err = cfg.BDValid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
 			res, err := tr.Run(b.X, b.N)
 			if err != nil {
@@ -397,7 +404,8 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 			}
 			in := make([][]float32, len(inputs))
 			for i := range inputs {
-				in[i] = append([]float32(nil), res[i][:b.N*sizes[i]]...)
+				in[i] = bdCache[i][b.Start*sizes[i] : (b.Start+b.N)*sizes[i]]
+				copy(in[i], res[i])
 			}
 			pool.Go(job(cv.BDHits, in, b.Labels))
 			return pool.Err()

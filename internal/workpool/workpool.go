@@ -7,39 +7,55 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Workers is the number of goroutines work is spread over.
 func Workers() int { return runtime.GOMAXPROCS(0) }
 
-// Split cuts [0, n) into contiguous parts, one per worker and each at least
-// minPart long, runs f on each concurrently and waits for all.
+// Split cuts [0, n) into contiguous parts, each at least minPart long,
+// runs f on each concurrently and waits for all. There are up to
+// partsPerWorker parts per worker, taken in turn by whichever worker is
+// free: a worker that shares its core with another goroutine (a reader)
+// then holds the others up by one small part, not by half the work. The
+// parts depend on n, minPart and the number of workers only.
 func Split(n, minPart int, f func(lo, hi int)) {
 	w := Workers()
 	if minPart < 1 {
 		minPart = 1
 	}
-	if m := (n + minPart - 1) / minPart; m < w {
-		w = m
-	}
+	parts := max(min(n/minPart, partsPerWorker*w), 1)
+	w = min(w, parts)
 	if w <= 1 {
 		if n > 0 {
 			f(0, n)
 		}
 		return
 	}
+	var next atomic.Int64
+	run := func() {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= parts {
+				return
+			}
+			f(n*i/parts, n*(i+1)/parts)
+		}
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < w-1; i++ {
-		lo, hi := n*i/w, n*(i+1)/w
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f(lo, hi)
+			run()
 		}()
 	}
-	f(n*(w-1)/w, n) // the caller takes the last part: one goroutine fewer to start and wake
+	run() // the caller works too: one goroutine fewer to start and wake
 	wg.Wait()
 }
+
+// partsPerWorker: more parts balance better, fewer cost fewer calls.
+const partsPerWorker = 4
 
 // Pool runs jobs on at most Workers goroutines at a time.
 type Pool struct {

@@ -53,3 +53,36 @@ func TestPoolRunsAllThenStops(t *testing.T) {
 		t.Error("every job ran after the context ended")
 	}
 }
+
+func TestSplitParts(t *testing.T) {
+	w := Workers()
+	for _, n := range []int{1, 5, 64, 257, 10000} {
+		for _, minPart := range []int{1, 4, 100} {
+			parts := func() map[[2]int]bool {
+				var mu sync.Mutex
+				got := map[[2]int]bool{}
+				Split(n, minPart, func(lo, hi int) {
+					mu.Lock()
+					got[[2]int{lo, hi}] = true
+					mu.Unlock()
+				})
+				return got
+			}
+			a, b := parts(), parts()
+			if len(a) > partsPerWorker*w {
+				t.Errorf("n=%d minPart=%d: %d parts for %d workers", n, minPart, len(a), w)
+			}
+			for p := range a {
+				if p[1]-p[0] < min(minPart, n) {
+					t.Errorf("n=%d minPart=%d: part %v shorter than minPart", n, minPart, p)
+				}
+				if !b[p] {
+					t.Errorf("n=%d minPart=%d: part %v not cut again the same way", n, minPart, p)
+				}
+			}
+			if w > 1 && n >= partsPerWorker*w*minPart && len(a) != partsPerWorker*w {
+				t.Errorf("n=%d minPart=%d: %d parts, want %d", n, minPart, len(a), partsPerWorker*w)
+			}
+		}
+	}
+}

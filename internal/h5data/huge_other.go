@@ -1,5 +1,0 @@
-//go:build !linux
-
-package h5data
-
-func adviseHuge([]float32) {}
