@@ -781,7 +781,7 @@ func (s *State) push(rows []int) {
 				kernels.CSRDense(na, x.ptr, x.idx, x.d, nd.k, nd.w, nd.size, d)
 			default:
 				clear(d)
-				kernels.SparseConv(na, x.d, nd.geom, nd.w, d)
+				kernels.SparseConv(na, x.ptr, x.idx, x.d, nd.geom, nd.w, d)
 			}
 			if !nd.relu {
 				// Linear: the output moves by the pre-activation change.
@@ -793,23 +793,12 @@ func (s *State) push(rows []int) {
 			clear(d)
 			for _, k := range nd.in {
 				if x := in(k); x != nil {
-					for j, v := range x.d {
-						d[j] += v
-					}
+					kernels.AddRows(d, x.d)
 				}
 			}
 			kernels.AddIndex(rows, nd.size, d, s.out[i], c.idx, c.ptr)
 		default: // ReLU activation of its input's (already updated) output
-			src := s.input(nd.in[0])
-			out := s.out[i]
-			for r, row := range rows {
-				for j := 0; j < nd.size; j++ {
-					nv := max(src[row*nd.size+j], 0)
-					d[r*nd.size+j] = nv - out[row*nd.size+j]
-					out[row*nd.size+j] = nv
-				}
-			}
-			kernels.AddIndex(rows, nd.size, d, nil, c.idx, c.ptr)
+			kernels.ReLUFrom(rows, nd.size, s.input(nd.in[0]), s.out[i], d, c.idx, c.ptr)
 		}
 	}
 }

@@ -9,52 +9,102 @@
 
 #include "kernels.h"
 
-#define BODY_CONV                                                              \
-	const int isz = H * Wd * C, osz = OH * OW * OC;                              \
-	for (int r = 0; r < rows; r++) {                                             \
-		const float *d = din + (size_t)r * isz;                                    \
-		float *o = dout + (size_t)r * osz;                                         \
-		for (int i = 0; i < isz; i++) {                                            \
-			const float v = d[i];                                                    \
-			if (v == 0) continue;                                                    \
-			const int ci = i % C, px = (i / C) % Wd, py = i / (C * Wd);              \
-			for (int ky = 0; ky < KH; ky++) {                                        \
-				const int ty = py + padT - ky;                                         \
-				if (ty < 0 || ty % SH) continue;                                       \
-				const int oy = ty / SH;                                                \
-				if (oy >= OH) continue;                                                \
-				for (int kx = 0; kx < KW; kx++) {                                      \
-					const int tx = px + padL - kx;                                       \
-					if (tx < 0 || tx % SW) continue;                                     \
-					const int ox = tx / SW;                                              \
-					if (ox >= OW) continue;                                              \
-					const float *restrict w = k + ((size_t)(ky * KW + kx) * C + ci) * OC; \
-					float *restrict op = o + ((size_t)oy * OW + ox) * OC;                \
-					for (int u = 0; u < OC; u++) op[u] += v * w[u];                      \
-				}                                                                      \
+// Sparse update of a convolution: for each of rows samples, add the
+// effect of the input change din to the output pre-activations dout,
+// visiting the changed inputs listed for the row (idx[ptr[r]:ptr[r+1]])
+// when the list is ascending, else scanning the row for non-zero inputs:
+// the same inputs in the same order either way, so the same sums.
+#define CONV_ONE(AXPY)                                                         \
+	{                                                                            \
+		const float v = d[i];                                                      \
+		if (v == 0) continue;                                                      \
+		const int ci = i % C, px = (i / C) % Wd, py = i / (C * Wd);                \
+		for (int ky = 0; ky < KH; ky++) {                                          \
+			const int ty = py + padT - ky;                                           \
+			if (ty < 0 || ty % SH) continue;                                         \
+			const int oy = ty / SH;                                                  \
+			if (oy >= OH) continue;                                                  \
+			for (int kx = 0; kx < KW; kx++) {                                        \
+				const int tx = px + padL - kx;                                         \
+				if (tx < 0 || tx % SW) continue;                                       \
+				const int ox = tx / SW;                                                \
+				if (ox >= OW) continue;                                                \
+				AXPY(v, k + ((size_t)(ky * KW + kx) * C + ci) * OC, o + ((size_t)oy * OW + ox) * OC, OC); \
 			}                                                                        \
 		}                                                                          \
 	}
 
-__attribute__((target("avx2,fma"))) static void
-conv_avx(int rows, const float *din, int H, int Wd, int C, const float *k, int KH,
-         int KW, int OC, int SH, int SW, int padT, int padL, int OH, int OW,
-         float *dout) {
-	BODY_CONV
-}
-static void conv_plain(int rows, const float *din, int H, int Wd, int C,
-                       const float *k, int KH, int KW, int OC, int SH, int SW,
-                       int padT, int padL, int OH, int OW, float *dout) {
-	BODY_CONV
+#define BODY_CONV_LIST(AXPY)                                                   \
+	const int isz = H * Wd * C, osz = OH * OW * OC;                              \
+	for (int r = 0; r < rows; r++) {                                             \
+		const float *d = din + (size_t)r * isz;                                    \
+		float *o = dout + (size_t)r * osz;                                         \
+		const int *ix = idx + ptr[r], n = ptr[r + 1] - ptr[r];                     \
+		int sorted = 1;                                                            \
+		for (int t = 1; t < n && sorted; t++) sorted = ix[t] > ix[t - 1];          \
+		if (sorted) {                                                              \
+			for (int t = 0; t < n; t++) {                                            \
+				const int i = ix[t];                                                   \
+				CONV_ONE(AXPY)                                                         \
+			}                                                                        \
+		} else {                                                                   \
+			for (int i = 0; i < isz; i++) CONV_ONE(AXPY)                             \
+		}                                                                          \
+	}
+
+static inline void axpy_plain(float v, const float *restrict w, float *restrict o, int n) {
+	for (int u = 0; u < n; u++) o[u] += v * w[u];
 }
 
-void bp_sparse_conv(int rows, const float *din, int H, int W, int C,
-                    const float *k, int KH, int KW, int OC, int SH, int SW,
-                    int padT, int padL, int OH, int OW, float *dout) {
-	if (bp_have_avx2())
-		conv_avx(rows, din, H, W, C, k, KH, KW, OC, SH, SW, padT, padL, OH, OW, dout);
-	else
-		conv_plain(rows, din, H, W, C, k, KH, KW, OC, SH, SW, padT, padL, OH, OW, dout);
+// Compiled for AVX2+FMA, each term is one fused multiply-add, as in
+// conv_avx.
+__attribute__((target("avx2,fma"))) static inline void
+axpy_avx(float v, const float *restrict w, float *restrict o, int n) {
+	for (int u = 0; u < n; u++) o[u] += v * w[u];
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static inline void
+axpy_512(float v, const float *restrict w, float *restrict o, int n) {
+	const __m512 vv = _mm512_set1_ps(v);
+	int u = 0;
+	for (; u + 16 <= n; u += 16)
+		_mm512_storeu_ps(o + u, _mm512_fmadd_ps(vv, _mm512_loadu_ps(w + u), _mm512_loadu_ps(o + u)));
+	if (u < n) {
+		const __mmask16 m = (__mmask16)((1u << (n - u)) - 1);
+		_mm512_mask_storeu_ps(o + u, m, _mm512_fmadd_ps(vv, _mm512_maskz_loadu_ps(m, w + u), _mm512_maskz_loadu_ps(m, o + u)));
+	}
+}
+
+static void conv_list_plain(int rows, const int *ptr, const int *idx, const float *din, int H, int Wd, int C,
+                            const float *k, int KH, int KW, int OC, int SH, int SW, int padT, int padL, int OH,
+                            int OW, float *dout) {
+	BODY_CONV_LIST(axpy_plain)
+}
+
+__attribute__((target("avx2,fma"))) static void
+conv_list_avx(int rows, const int *ptr, const int *idx, const float *din, int H, int Wd, int C, const float *k,
+              int KH, int KW, int OC, int SH, int SW, int padT, int padL, int OH, int OW, float *dout) {
+	BODY_CONV_LIST(axpy_avx)
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
+conv_list_512(int rows, const int *ptr, const int *idx, const float *din, int H, int Wd, int C, const float *k,
+              int KH, int KW, int OC, int SH, int SW, int padT, int padL, int OH, int OW, float *dout) {
+	BODY_CONV_LIST(axpy_512)
+}
+
+void bp_sparse_conv_list(int rows, const int *ptr, const int *idx, const float *din, int H, int W, int C,
+                         const float *k, int KH, int KW, int OC, int SH, int SW, int padT, int padL, int OH, int OW,
+                         float *dout, int set) {
+	switch (set) {
+	case 2:
+		conv_list_512(rows, ptr, idx, din, H, W, C, k, KH, KW, OC, SH, SW, padT, padL, OH, OW, dout);
+		return;
+	case 1:
+		conv_list_avx(rows, ptr, idx, din, H, W, C, k, KH, KW, OC, SH, SW, padT, padL, OH, OW, dout);
+		return;
+	}
+	conv_list_plain(rows, ptr, idx, din, H, W, C, k, KH, KW, OC, SH, SW, padT, padL, OH, OW, dout);
 }
 
 // csr_block adds the row's n listed inputs to output columns [u0, u0+8*nb)
@@ -113,12 +163,54 @@ static void csr_plain(int rows, const int *ptr, const int *idx, const float *din
 	}
 }
 
+// csr_block_512 is csr_block with nb 16-wide registers and a mask on the
+// last (lanes past the row's end are neither read nor written).
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline)) static inline void
+csr_block_512(const float *d, const int *nz, int n, const float *W, int U, int u0, float *o, const int nb,
+              __mmask16 last) {
+	__m512 a[8];
+#pragma GCC unroll 8
+	for (int b = 0; b < nb; b++) a[b] = _mm512_maskz_loadu_ps(b == nb - 1 ? last : 0xffff, o + u0 + 16 * b);
+	for (int t = 0; t < n; t++) {
+		const __m512 v = _mm512_set1_ps(d[nz[t]]);
+		const float *w = W + (size_t)nz[t] * U + u0;
+#pragma GCC unroll 8
+		for (int b = 0; b < nb; b++)
+			a[b] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(b == nb - 1 ? last : 0xffff, w + 16 * b), a[b]);
+	}
+#pragma GCC unroll 8
+	for (int b = 0; b < nb; b++) _mm512_mask_storeu_ps(o + u0 + 16 * b, b == nb - 1 ? last : 0xffff, a[b]);
+}
+
+// csr_512 is csr_avx with 16-wide registers: each output sums the same
+// terms in the same order with fused multiply-adds, so the same bits.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
+csr_512(int rows, const int *ptr, const int *idx, const float *din, int K, const float *W, int U, float *dout) {
+	for (int r = 0; r < rows; r++) {
+		const float *d = din + (size_t)r * K;
+		float *o = dout + (size_t)r * U;
+		const int *nz = idx + ptr[r];
+		const int n = ptr[r + 1] - ptr[r];
+		if (n == 0) continue;
+		int u0 = 0;
+		for (; u0 + 128 <= U; u0 += 128) csr_block_512(d, nz, n, W, U, u0, o, 8, 0xffff);
+		for (; u0 + 64 <= U; u0 += 64) csr_block_512(d, nz, n, W, U, u0, o, 4, 0xffff);
+		for (; u0 + 16 <= U; u0 += 16) csr_block_512(d, nz, n, W, U, u0, o, 1, 0xffff);
+		if (u0 < U) csr_block_512(d, nz, n, W, U, u0, o, 1, (__mmask16)((1u << (U - u0)) - 1));
+	}
+}
+
 void bp_csr_dense(int rows, const int *ptr, const int *idx, const float *din,
-                  int K, const float *W, int U, float *dout) {
-	if (bp_have_avx2())
+                  int K, const float *W, int U, float *dout, int set) {
+	switch (set) {
+	case 2:
+		csr_512(rows, ptr, idx, din, K, W, U, dout);
+		return;
+	case 1:
 		csr_avx(rows, ptr, idx, din, K, W, U, dout);
-	else
-		csr_plain(rows, ptr, idx, din, K, W, U, dout);
+		return;
+	}
+	csr_plain(rows, ptr, idx, din, K, W, U, dout);
 }
 
 // bp_relu_apply adds the pre-activation change d (na rows of size) to the
@@ -186,16 +278,62 @@ relu_avx(int na, const long *rows, int size, float *d, float *pre, float *out,
 	return n;
 }
 
+// list16 appends to idx[*n] the indices j.. of the lanes set in m:
+// compressed in a register, written with a masked store (a compressing
+// store to memory is slow on AMD).
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"), always_inline)) static inline void
+list16(__mmask16 m, int j, int *idx, int *n) {
+	if (!m) return;
+	const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	const __m512i c = _mm512_maskz_compress_epi32(m, _mm512_add_epi32(iota, _mm512_set1_epi32(j)));
+	const int k = __builtin_popcount(m);
+	_mm512_mask_storeu_epi32(idx + *n, (__mmask16)((1u << k) - 1), c);
+	*n += k;
+}
+
+// relu_512 is relu_avx sixteen entries at a time, touching only the
+// entries that change (relu_avx adds zero to the others: the same values).
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static int
+relu_512(int na, const long *rows, int size, float *d, float *pre, float *out, int *idx, int *ptr) {
+	int n = 0;
+	ptr[0] = 0;
+	const __m512 z = _mm512_setzero_ps();
+	for (int r = 0; r < na; r++) {
+		float *dr = d + (size_t)r * size;
+		float *pr = pre + (size_t)rows[r] * size;
+		float *o = out + (size_t)rows[r] * size;
+		for (int j = 0; j < size; j += 16) {
+			const __mmask16 in = size - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (size - j)) - 1);
+			const __m512 v = _mm512_maskz_loadu_ps(in, dr + j);
+			const __mmask16 m = _mm512_mask_cmp_ps_mask(in, v, z, _CMP_NEQ_UQ);
+			if (!m) continue;
+			const __m512 p = _mm512_add_ps(_mm512_maskz_loadu_ps(m, pr + j), v);
+			_mm512_mask_storeu_ps(pr + j, m, p);
+			const __m512 nv = _mm512_max_ps(p, z);
+			const __m512 dv = _mm512_sub_ps(nv, _mm512_maskz_loadu_ps(m, o + j));
+			_mm512_mask_storeu_ps(o + j, m, nv);
+			_mm512_mask_storeu_ps(dr + j, m, dv);
+			list16(_mm512_mask_cmp_ps_mask(m, dv, z, _CMP_NEQ_UQ), j, idx, &n);
+		}
+		ptr[r + 1] = n;
+	}
+	return n;
+}
+
 int bp_relu_apply(int na, const long *rows, int size, float *d, float *pre,
-                  float *out, int *idx, int *ptr) {
-	return bp_have_avx2() ? relu_avx(na, rows, size, d, pre, out, idx, ptr)
-	                      : relu_plain(na, rows, size, d, pre, out, idx, ptr);
+                  float *out, int *idx, int *ptr, int set) {
+	switch (set) {
+	case 2:
+		return relu_512(na, rows, size, d, pre, out, idx, ptr);
+	case 1:
+		return relu_avx(na, rows, size, d, pre, out, idx, ptr);
+	}
+	return relu_plain(na, rows, size, d, pre, out, idx, ptr);
 }
 
 // bp_add_index adds d's rows to the state rows and lists the non-zero
 // entries of each row of d.
-int bp_add_index(int na, const long *rows, int size, const float *d,
-                 float *state, int *idx, int *ptr) {
+static int add_index_plain(int na, const long *rows, int size, const float *d, float *state, int *idx, int *ptr) {
 	int n = 0;
 	ptr[0] = 0;
 	for (int r = 0; r < na; r++) {
@@ -209,6 +347,56 @@ int bp_add_index(int na, const long *rows, int size, const float *d,
 		ptr[r + 1] = n;
 	}
 	return n;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static int
+add_index_512(int na, const long *rows, int size, const float *d, float *state, int *idx, int *ptr) {
+	int n = 0;
+	ptr[0] = 0;
+	const __m512 z = _mm512_setzero_ps();
+	for (int r = 0; r < na; r++) {
+		const float *dr = d + (size_t)r * size;
+		float *s = state ? state + (size_t)rows[r] * size : 0;
+		for (int j = 0; j < size; j += 16) {
+			const __mmask16 in = size - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (size - j)) - 1);
+			const __m512 v = _mm512_maskz_loadu_ps(in, dr + j);
+			const __mmask16 m = _mm512_mask_cmp_ps_mask(in, v, z, _CMP_NEQ_UQ);
+			if (!m) continue;
+			if (s) _mm512_mask_storeu_ps(s + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, s + j), v));
+			list16(m, j, idx, &n);
+		}
+		ptr[r + 1] = n;
+	}
+	return n;
+}
+
+int bp_add_index(int na, const long *rows, int size, const float *d,
+                 float *state, int *idx, int *ptr, int set) {
+	if (set == 2) return add_index_512(na, rows, size, d, state, idx, ptr);
+	return add_index_plain(na, rows, size, d, state, idx, ptr);
+}
+
+// bp_add_rows adds n values of b to a.
+void bp_add_rows(float *a, const float *b, long n) {
+	for (long j = 0; j < n; j++) a[j] += b[j];
+}
+
+// bp_relu_from sets, for the state rows rows[r], out to max(src, 0) (NaN
+// kept), d to the change of out and lists the moved entries like
+// bp_add_index.
+int bp_relu_from(int na, const long *rows, int size, const float *src, float *out, float *d, int *idx, int *ptr) {
+	for (int r = 0; r < na; r++) {
+		const float *sr = src + (size_t)rows[r] * size;
+		float *o = out + (size_t)rows[r] * size;
+		float *dr = d + (size_t)r * size;
+		for (int j = 0; j < size; j++) {
+			const float v = sr[j];
+			const float nv = v != v ? v : (v > 0 ? v : 0);
+			dr[j] = nv - o[j];
+			o[j] = nv;
+		}
+	}
+	return bp_add_index(na, rows, size, d, 0, idx, ptr, bp_isa());
 }
 
 // topn_insert adds z[j] to the m (at most k) values kept in val, largest

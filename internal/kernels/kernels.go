@@ -330,23 +330,42 @@ type ConvGeom struct {
 }
 
 // SparseConv adds conv(din) (no bias) to dout for rows samples, with the
-// HWIO kernel k. Zero entries of din cost nothing.
-func SparseConv(rows int, din []float32, g ConvGeom, k []float32, dout []float32) {
+// HWIO kernel k, visiting the inputs listed for each row
+// (idx[ptr[r]:ptr[r+1]]; a row whose list is not ascending is scanned for
+// its non-zero inputs instead, with the same result).
+func SparseConv(rows int, ptr, idx []int32, din []float32, g ConvGeom, k []float32, dout []float32) {
+	sparseConv(rows, ptr, idx, din, g, k, dout, isa())
+}
+
+func sparseConv(rows int, ptr, idx []int32, din []float32, g ConvGeom, k []float32, dout []float32, set int) {
 	if rows == 0 {
 		return
 	}
 	_ = din[rows*g.H*g.W*g.C-1]
 	_ = k[g.KH*g.KW*g.C*g.OC-1]
 	_ = dout[rows*g.OH*g.OW*g.OC-1]
-	C.bp_sparse_conv(C.int(rows), fptr(din), C.int(g.H), C.int(g.W), C.int(g.C), fptr(k),
+	_ = ptr[rows]
+	if n := ptr[rows]; n > 0 {
+		_ = idx[n-1]
+	}
+	for _, i := range idx[:ptr[rows]] {
+		if i < 0 || int(i) >= g.H*g.W*g.C {
+			panic("kernels: SparseConv index out of range")
+		}
+	}
+	C.bp_sparse_conv_list(C.int(rows), iptr(ptr), iptr(idx), fptr(din), C.int(g.H), C.int(g.W), C.int(g.C), fptr(k),
 		C.int(g.KH), C.int(g.KW), C.int(g.OC), C.int(g.SH), C.int(g.SW), C.int(g.PadT),
-		C.int(g.PadL), C.int(g.OH), C.int(g.OW), fptr(dout))
+		C.int(g.PadL), C.int(g.OH), C.int(g.OW), fptr(dout), C.int(set))
 }
 
 // CSRDense adds din·W to dout for rows samples (din rows×k, W k×u
 // row-major, dout rows×u), visiting only the inputs listed for each row:
 // row r's are idx[ptr[r]:ptr[r+1]].
 func CSRDense(rows int, ptr, idx []int32, din []float32, k int, w []float32, u int, dout []float32) {
+	csrDense(rows, ptr, idx, din, k, w, u, dout, isa())
+}
+
+func csrDense(rows int, ptr, idx []int32, din []float32, k int, w []float32, u int, dout []float32, set int) {
 	if rows == 0 || ptr[rows] == 0 {
 		return
 	}
@@ -355,7 +374,7 @@ func CSRDense(rows int, ptr, idx []int32, din []float32, k int, w []float32, u i
 	_ = dout[rows*u-1]
 	_ = idx[ptr[rows]-1]
 	C.bp_csr_dense(C.int(rows), (*C.int)(unsafe.Pointer(&ptr[0])), (*C.int)(unsafe.Pointer(&idx[0])),
-		fptr(din), C.int(k), fptr(w), C.int(u), fptr(dout))
+		fptr(din), C.int(k), fptr(w), C.int(u), fptr(dout), C.int(set))
 }
 
 func iptr(s []int32) *C.int {
@@ -391,19 +410,50 @@ func rowLists(rows []int, size int, d []float32, idx, ptr []int32) bool {
 // leaves in d the change of out, and lists each row's moved entries in idx
 // (at least len(d) long) with ptr (len(rows)+1). It returns how many.
 func ReLUApply(rows []int, size int, d, pre, out []float32, idx, ptr []int32) int {
+	return reluApply(rows, size, d, pre, out, idx, ptr, isa())
+}
+
+func reluApply(rows []int, size int, d, pre, out []float32, idx, ptr []int32, set int) int {
 	if !rowLists(rows, size, d, idx, ptr) {
 		return 0
 	}
-	return int(C.bp_relu_apply(C.int(len(rows)), lptr(rows), C.int(size), fptr(d), fptr(pre), fptr(out), iptr(idx), iptr(ptr)))
+	return int(C.bp_relu_apply(C.int(len(rows)), lptr(rows), C.int(size), fptr(d), fptr(pre), fptr(out), iptr(idx), iptr(ptr), C.int(set)))
 }
 
 // AddIndex adds d's rows to the state rows (unless state is nil) and
 // lists each row's non-zero entries like ReLUApply.
 func AddIndex(rows []int, size int, d, state []float32, idx, ptr []int32) int {
+	return addIndex(rows, size, d, state, idx, ptr, isa())
+}
+
+func addIndex(rows []int, size int, d, state []float32, idx, ptr []int32, set int) int {
 	if !rowLists(rows, size, d, idx, ptr) {
 		return 0
 	}
-	return int(C.bp_add_index(C.int(len(rows)), lptr(rows), C.int(size), fptr(d), fptr(state), iptr(idx), iptr(ptr)))
+	return int(C.bp_add_index(C.int(len(rows)), lptr(rows), C.int(size), fptr(d), fptr(state), iptr(idx), iptr(ptr), C.int(set)))
+}
+
+// AddRows adds b to a (len(b) values).
+func AddRows(a, b []float32) {
+	if len(b) == 0 {
+		return
+	}
+	_ = a[len(b)-1]
+	C.bp_add_rows(fptr(a), fptr(b), C.long(len(b)))
+}
+
+// ReLUFrom sets the state rows out[rows[r]] to max(src[rows[r]], 0) (NaN
+// kept), leaves their change in d's rows and lists the moved entries like
+// AddIndex.
+func ReLUFrom(rows []int, size int, src, out, d []float32, idx, ptr []int32) int {
+	if !rowLists(rows, size, d, idx, ptr) {
+		return 0
+	}
+	for _, r := range rows {
+		_ = src[(r+1)*size-1]
+		_ = out[(r+1)*size-1]
+	}
+	return int(C.bp_relu_from(C.int(len(rows)), lptr(rows), C.int(size), fptr(src), fptr(out), fptr(d), iptr(idx), iptr(ptr)))
 }
 
 // TopN fills idx and val with the len(idx) largest values of z, largest

@@ -40,19 +40,23 @@ void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
                           int OH, int OW, float *din);
 
 // Sparse update: for each of rows samples, add the effect of the input
-// change din (mostly zeros, skipped) to the output pre-activations dout; k
-// is HWIO, the input HxWxC with the given padding.
-void bp_sparse_conv(int rows, const float *din, int H, int W, int C,
-                    const float *k, int KH, int KW, int OC, int SH, int SW,
-                    int padT, int padL, int OH, int OW, float *dout);
+// change din (listed per row by ptr and idx) to the output pre-activations
+// dout; k is HWIO, the input HxWxC with the given padding; on kernel set
+// set.
+void bp_sparse_conv_list(int rows, const int *ptr, const int *idx, const float *din, int H, int W, int C,
+                         const float *k, int KH, int KW, int OC, int SH, int SW, int padT, int padL, int OH, int OW,
+                         float *dout, int set);
 
 void bp_csr_dense(int rows, const int *ptr, const int *idx, const float *din,
-                  int K, const float *W, int U, float *dout);
+                  int K, const float *W, int U, float *dout, int set);
 
+// set: the kernel set (bp_isa's numbering, at most bp_isa()).
 int bp_relu_apply(int na, const long *rows, int size, float *d, float *pre,
-                  float *out, int *idx, int *ptr);
+                  float *out, int *idx, int *ptr, int set);
 int bp_add_index(int na, const long *rows, int size, const float *d,
-                 float *state, int *idx, int *ptr);
+                 float *state, int *idx, int *ptr, int set);
+void bp_add_rows(float *a, const float *b, long n);
+int bp_relu_from(int na, const long *rows, int size, const float *src, float *out, float *d, int *idx, int *ptr);
 int bp_topn(const float *z, int n, int k, int *idx, float *val);
 double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
                     const int *top, int t, float *dv, float *tmp);
