@@ -319,6 +319,21 @@ type Batch struct {
 // batch while fn works on the current one, and calls fn on each in order.
 // The batch's X is reused after fn returns.
 func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error {
+	return s.StreamWith(ctx, size, nil, fn)
+}
+
+// Batches is the memory Stream reads and converts batches into, kept for
+// the next stream (of any set, with any batch size) so that a run
+// streaming several sets touches it once: first touches of memory are
+// page faults, dear in a virtual machine. A Batches serves one stream at
+// a time; nil is new memory for each.
+type Batches struct {
+	x   [][]float32
+	raw Buffer
+}
+
+// StreamWith is Stream in the memory of mem.
+func (s *Set) StreamWith(ctx context.Context, size int, mem *Batches, fn func(Batch) error) error {
 	if size < 1 {
 		return errors.New("h5data: batch size < 1")
 	}
@@ -326,11 +341,18 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 		b   Batch
 		err error
 	}
+	if mem == nil {
+		mem = &Batches{}
+	}
 	sz := s.ImageSize()
 	const depth = 2
 	free := make(chan []float32, depth+1)
 	for i := 0; i < depth+1; i++ {
-		free <- hugemem.Make[float32](size * sz)
+		if i == len(mem.x) {
+			mem.x = append(mem.x, nil)
+		}
+		mem.x[i] = hugemem.Grow(mem.x[i], size*sz)
+		free <- mem.x[i]
 	}
 	ready := make(chan item, depth)
 	ctx, cancel := context.WithCancel(ctx)
@@ -342,7 +364,7 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 	}()
 	go func() {
 		defer close(ready)
-		var buf Buffer
+		buf := &mem.raw
 		for start := 0; start < s.N; start += size {
 			var x []float32
 			select {
@@ -351,7 +373,7 @@ func (s *Set) Stream(ctx context.Context, size int, fn func(Batch) error) error 
 				return
 			}
 			n := min(size, s.N-start)
-			err := s.Read(start, n, x, &buf)
+			err := s.Read(start, n, x, buf)
 			select {
 			case ready <- item{Batch{start, n, x[:n*sz], s.Labels[start : start+n]}, err}:
 			case <-ctx.Done():

@@ -310,7 +310,8 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		cache[i] = hugemem.Make[float32](cfg.Valid.N * sizes[i])[:0]
 	}
 	cfg.Progress.Start("ranking on "+cfg.Valid.Path, cfg.Valid.N, "images")
-	err = cfg.Valid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
+	var mem h5data.Batches // both sets stream through the same memory
+	err = cfg.Valid.StreamWith(ctx, cfg.Batch, &mem, func(b h5data.Batch) error {
 		res, err := tr.Run(b.X, b.N)
 		if err != nil {
 			return err
@@ -357,8 +358,13 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	var stepErr error // the first error of a job
 	// States of finished jobs, whose memory the next jobs reuse.
 	free := make(chan *incr.State, workpool.Workers())
-	job := func(dst []int, in [][]float32, labels []int) func() {
+	// Buffers of poisoned batches whose steps are done, for the next ones.
+	bdFree := make(chan [][]float32, workpool.Workers()+2)
+	job := func(dst []int, in [][]float32, labels []int, done func()) func() {
 		return func() {
+			if done != nil {
+				defer done()
+			}
 			var old *incr.State
 			select {
 			case old = <-free:
@@ -389,25 +395,30 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 			for i := range inputs {
 				in[i] = cache[i][lo*sizes[i] : hi*sizes[i]]
 			}
-			pool.Go(job(cv.Hits, in, cfg.Valid.Labels[lo:hi]))
+			pool.Go(job(cv.Hits, in, cfg.Valid.Labels[lo:hi], nil))
 		}
 	}()
 	if cfg.BDValid != nil {
-		bdCache := make([][]float32, len(inputs))
-		for i := range inputs {
-			bdCache[i] = hugemem.Make[float32](cfg.BDValid.N * sizes[i])
-		}
-		err = cfg.BDValid.Stream(ctx, cfg.Batch, func(b h5data.Batch) error {
+		err = cfg.BDValid.StreamWith(ctx, cfg.Batch, &mem, func(b h5data.Batch) error {
 			res, err := tr.Run(b.X, b.N)
 			if err != nil {
 				return err
 			}
-			in := make([][]float32, len(inputs))
-			for i := range inputs {
-				in[i] = bdCache[i][b.Start*sizes[i] : (b.Start+b.N)*sizes[i]]
-				copy(in[i], res[i])
+			var in [][]float32
+			select {
+			case in = <-bdFree:
+			default:
+				in = make([][]float32, len(inputs))
 			}
-			pool.Go(job(cv.BDHits, in, b.Labels))
+			for i := range inputs {
+				in[i] = append(in[i][:0], res[i][:b.N*sizes[i]]...)
+			}
+			pool.Go(job(cv.BDHits, in, b.Labels, func() {
+				select {
+				case bdFree <- in:
+				default:
+				}
+			}))
 			return pool.Err()
 		})
 	}
