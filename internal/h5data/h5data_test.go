@@ -21,11 +21,11 @@ func lab(classes int) h5data.Options {
 	return h5data.Options{H: 55, W: 47, C: 3, Classes: classes}
 }
 
-func readAll(t *testing.T, s *h5data.Set, batch int) []float32 {
+func readAll(t *testing.T, s *h5data.Set, batch int, mem *h5data.Batches) []float32 {
 	t.Helper()
 	var all []float32
 	next := 0
-	err := s.Stream(context.Background(), batch, func(b h5data.Batch) error {
+	err := s.StreamWith(context.Background(), batch, mem, func(b h5data.Batch) error {
 		if b.Start != next || b.N > batch || len(b.X) != b.N*s.ImageSize() || len(b.Labels) != b.N {
 			t.Fatalf("batch start %d n %d len %d, want start %d", b.Start, b.N, len(b.X), next)
 		}
@@ -43,8 +43,10 @@ func readAll(t *testing.T, s *h5data.Set, batch int) []float32 {
 }
 
 // TestLayoutsAndTypes reads the same images stored as uint8 NCHW, float32
-// NHWC and float64 NCHW, in several batch sizes.
+// NHWC and float64 NCHW, in several batch sizes, every stream in the
+// memory of the ones before (h5data.Batches), one also in its own.
 func TestLayoutsAndTypes(t *testing.T) {
+	var mem h5data.Batches
 	var ref []float32
 	var refLabels []int
 	for _, name := range []string{"clean_u8_nchw.h5", "clean_f32_nhwc.h5", "clean_f64_nchw.h5"} {
@@ -58,8 +60,12 @@ func TestLayoutsAndTypes(t *testing.T) {
 		if want := strings.Contains(name, "nchw"); s.ChannelsFirst != want {
 			t.Errorf("%s: ChannelsFirst %v", name, s.ChannelsFirst)
 		}
-		for _, batch := range []int{1, 5, 24, 100} {
-			x := readAll(t, s, batch)
+		for _, batch := range []int{1, 5, 24, 100, 7} {
+			m := &mem
+			if batch == 7 {
+				m = nil
+			}
+			x := readAll(t, s, batch, m)
 			if ref == nil {
 				ref, refLabels = x, s.Labels
 				continue
@@ -248,7 +254,7 @@ func TestGrayscale(t *testing.T) {
 			t.Errorf("%s: labels %v", tc.name, s.Labels)
 		}
 		for _, batch := range []int{1, 2, 5} {
-			if got := readAll(t, s, batch); !slices.Equal(got, want) {
+			if got := readAll(t, s, batch, nil); !slices.Equal(got, want) {
 				t.Errorf("%s, batch %d: pixels differ from those written", tc.name, batch)
 			}
 		}
