@@ -61,9 +61,18 @@ func (t *Trunk) Run(x []float32, n int) ([][]float32, error) {
 	if n > t.batch || len(x) < n*t.size {
 		return nil, fmt.Errorf("infer: %d images for a batch of %d", n, t.batch)
 	}
-	in := t.r.Input()
-	copy(in, x[:n*t.size])
-	clear(in[n*t.size:])
+	// A whole batch is read where it is; a partial one is copied into the
+	// runner's own buffer and padded with zeros.
+	full := n == t.batch
+	in := x[:n*t.size]
+	if !full {
+		in = t.r.Input()
+		copy(in, x[:n*t.size])
+		clear(in[n*t.size:])
+	}
+	if err := t.r.Bind(in); err != nil {
+		return nil, fmt.Errorf("%s: %w", t.m.Path, err)
+	}
 	res, err := t.r.Run()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", t.m.Path, err)

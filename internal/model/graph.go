@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -388,6 +389,22 @@ func (gr *Graph) NewRunner(outputs ...string) (*Runner, error) {
 // Input is the batch buffer: Batch*H*W*C NHWC values to fill before Run
 // (nil when the graph does not read the model's input).
 func (r *Runner) Input() []float32 { return r.gr.xBuf }
+
+// Bind makes x (a whole batch of NHWC images) the input of the next runs
+// in place of Input, which nil restores: a caller holding a batch in its
+// own memory saves copying it. x must not change while a run reads it.
+func (r *Runner) Bind(x []float32) error {
+	if r.gr.X == nil {
+		return errors.New("the graph does not read the model's input")
+	}
+	if x == nil {
+		x = r.gr.xBuf
+	}
+	if len(x) != len(r.gr.xBuf) {
+		return fmt.Errorf("input of %d values for a batch of %d", len(x), len(r.gr.xBuf))
+	}
+	return G.Let(r.gr.X, tensor.New(tensor.WithShape(r.gr.X.Shape()...), tensor.WithBacking(x)))
+}
 
 // Feed is the buffer of a layer given by GraphOptions.Feeds: Batch rows of
 // the layer's output to fill before Run (nil when no output needs it).
