@@ -70,6 +70,9 @@ func pick(p [][]int, i int) []int {
 type group struct {
 	head     *incr.Head
 	variants []variant // by growing channel set
+	// states of finished batches, whose memory the next batches reuse
+	// (every batch would otherwise allocate and clear its states anew).
+	states chan *incr.State
 }
 
 type variant struct {
@@ -94,7 +97,7 @@ func plan(b *model.Model, repaired []*model.Model) (groups []*group, whole []int
 				whole = append(whole, i+1)
 				continue
 			}
-			g = &group{head: h}
+			g = &group{head: h, states: make(chan *incr.State, 4*workpool.Workers())}
 			byLayer[layer] = g
 			groups = append(groups, g)
 		}
@@ -154,6 +157,11 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 	var pending sync.WaitGroup
 	defer pending.Wait()
 	var headErr error // the first error of the heads; read after pending.Wait
+	// The trunk's outputs of a batch are held for its heads in one of two
+	// buffers, taken in turn: the heads of the batch before may still read
+	// the other.
+	var bufs [2][][]float32
+	turn := 0
 	err := set.Stream(ctx, batch, func(bt h5data.Batch) error {
 		for k, i := range whole {
 			if err := cls[k].Predict(bt.X, bt.N, preds[i][bt.Start:bt.Start+bt.N]); err != nil {
@@ -165,9 +173,14 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 			if err != nil {
 				return err
 			}
-			held := make([][]float32, len(res))
+			held := bufs[turn]
+			if held == nil {
+				held = make([][]float32, len(res))
+				bufs[turn] = held
+			}
+			turn ^= 1
 			for i, r := range res {
-				held[i] = slices.Clone(r[:bt.N*len(r)/batch])
+				held[i] = append(held[i][:0], r[:bt.N*len(r)/batch]...)
 			}
 			pending.Wait()
 			if headErr != nil {
@@ -213,12 +226,25 @@ func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) e
 		for i, size := range g.head.InputSizes() {
 			part[i] = ins[i][lo*size : hi*size]
 		}
-		base := g.head.NewState(hi-lo, part...)
+		var old *incr.State
+		select {
+		case old = <-g.states:
+		default:
+		}
+		base := g.head.Renew(old, hi-lo, part...)
 		if withB {
 			copy(preds[0][start+lo:start+hi], base.Pred)
 		}
 		// Each variant starts from the largest computed set it contains.
 		done := []computed{{nil, base}}
+		defer func() {
+			for _, d := range done {
+				select {
+				case g.states <- d.s:
+				default:
+				}
+			}
+		}()
 		for i, v := range g.variants {
 			at := 0
 			for j, d := range done[1:] {
