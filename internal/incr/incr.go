@@ -304,8 +304,11 @@ type State struct {
 	top  []int32   // N × top
 	topL []float32 // N × top
 	rest []float32 // N
-	// Pred is each sample's predicted class.
+	// Pred is each sample's predicted class (see RenewLabeled).
 	Pred []int
+	// With labels, each sample's label and its logit at the reference.
+	labels []int
+	zy     []float32
 
 	// Stats counts the work done, for benchmarks.
 	Stats Stats
@@ -344,13 +347,28 @@ func (h *Head) NewState(n int, in ...[]float32) *State { return h.Renew(nil, n, 
 // Renew is NewState in the memory of old, a state of h that is no longer
 // needed (nil: new memory), for loops over chunks of samples: a repair
 // made a hundred states of a few megabytes each.
-func (h *Head) Renew(old *State, n int, in ...[]float32) *State {
+func (h *Head) Renew(old *State, n int, in ...[]float32) *State { return h.renew(old, n, nil, in) }
+
+// RenewLabeled is Renew for samples whose predictions need only say
+// whether they are the samples' labels (a count of hits): a sample the
+// network does not give its label may show, in Pred, a class the network
+// ranks above the label rather than the one it predicts. Showing that a
+// class beats the label seldom needs every logit: half of a lab repair's
+// recomputations.
+func (h *Head) RenewLabeled(old *State, labels []int, in ...[]float32) *State {
+	return h.renew(old, len(labels), labels, in)
+}
+
+func (h *Head) renew(old *State, n int, labels []int, in [][]float32) *State {
 	if old == nil || old.h != h {
 		old = &State{}
 	}
+	if slices.ContainsFunc(labels, func(y int) bool { return y < 0 || y >= h.cls.k }) {
+		labels = nil // a label no class matches: predictions in full
+	}
 	// Scratch carries over as it is (the mask point's change relies on
 	// its values being zero but for the entries it lists).
-	s := &State{h: h, N: n, rows: old.rows, lx: old.lx, lz: old.lz, dp: old.dp, changes: old.changes}
+	s := &State{h: h, N: n, rows: old.rows, lx: old.lx, lz: old.lz, dp: old.dp, changes: old.changes, labels: labels}
 	s.P = append(old.P[:0], in[0][:n*h.maskSize]...)
 	for e, l := range h.External {
 		var buf []float32
@@ -387,6 +405,9 @@ func (h *Head) Renew(old *State, n int, in ...[]float32) *State {
 	s.top = reuse(old.top, n*h.cls.top)
 	s.topL = reuse(old.topL, n*h.cls.top)
 	s.rest = reuse(old.rest, n)
+	if labels != nil {
+		s.zy = reuse(old.zy, n)
+	}
 	rows := make([]int, n)
 	for i := range rows {
 		rows[i] = i
@@ -591,6 +612,9 @@ func (s *State) logits(rows []int) {
 			s.rest[row] = val[t]
 		}
 		s.Pred[row] = int(idx[0])
+		if s.labels != nil {
+			s.zy[row] = z[r*c.k+s.labels[row]]
+		}
 		copy(s.h0[row*c.hdim:(row+1)*c.hdim], x[r*c.hdim:(r+1)*c.hdim])
 	}
 }
@@ -609,6 +633,7 @@ func (s *State) Clone() *State {
 	c.top = slices.Clone(s.top)
 	c.topL = slices.Clone(s.topL)
 	c.rest = slices.Clone(s.rest)
+	c.zy = slices.Clone(s.zy)
 	c.Pred = slices.Clone(s.Pred)
 	c.live = slices.Clone(s.live)
 	c.rows, c.dp, c.changes, c.lx, c.lz = nil, change{}, nil, nil, nil // scratch is not shared
@@ -853,26 +878,35 @@ func scatter(dst, src []float32, rows []int, size int) {
 
 // check settles the predictions of the samples rows after their
 // classifier input moved by d from its reference. The top classes' logits
-// move by exactly w_j·d; the others by at most max|w_j|·|d|. When the best
-// of the top classes still leads every bound by a margin, that is the
-// prediction; otherwise the logits are recomputed.
+// (and with labels, the label's) move by exactly w_j·d; the others by at
+// most max|w_j|·|d|. When the best of the top classes still leads every
+// bound by a margin, that is the prediction; with labels, a top class
+// ahead of the label by a margin settles that the label is not predicted.
+// Otherwise the logits are recomputed.
 func (s *State) check(rows []int) {
 	c := &s.h.cls
 	hin := s.input(c.in)
 	t := c.top
 	tmp := make([]float32, c.hdim)
-	moves := make([]float32, t)
+	tracked := make([]int32, t+1)
+	moves := make([]float32, t+1)
 	var redo []int
 	for _, row := range rows {
 		a := hin[row*c.hdim : (row+1)*c.hdim]
 		b := s.h0[row*c.hdim : (row+1)*c.hdim]
-		d2 := kernels.TopMoves(a, b, c.wt, s.top[row*t:(row+1)*t], moves, tmp)
+		top := s.top[row*t : (row+1)*t]
+		n := copy(tracked, top)
+		if s.labels != nil {
+			tracked[n] = int32(s.labels[row])
+			n++
+		}
+		d2 := kernels.TopMoves(a, b, c.wt, tracked[:n], moves[:n], tmp)
 		if d2 == 0 {
 			continue
 		}
 		best, bestV, second := -1, math.Inf(-1), math.Inf(-1)
 		for k := 0; k < t; k++ {
-			j := int(s.top[row*t+k])
+			j := int(top[k])
 			v := float64(s.topL[row*t+k]) + float64(moves[k])
 			switch {
 			case v > bestV || v == bestV && j < best:
@@ -883,17 +917,37 @@ func (s *State) check(rows []int) {
 			}
 		}
 		rest := float64(s.rest[row]) + c.maxNorm*math.Sqrt(d2)
-		// Slack for float32 rounding in the logits and in these sums.
-		eps := 1e-4 * (1 + math.Abs(bestV))
-		if bestV-math.Max(second, rest) > eps {
+		if bestV-math.Max(second, rest) > margin(bestV) {
 			s.Pred[row] = best
 			continue
+		}
+		if s.labels != nil {
+			// The best of the top classes other than the label, against
+			// the label's exact logit.
+			y := s.labels[row]
+			zy := float64(s.zy[row]) + float64(moves[t])
+			other, otherV := -1, math.Inf(-1)
+			for k := 0; k < t; k++ {
+				if j := int(top[k]); j != y {
+					if v := float64(s.topL[row*t+k]) + float64(moves[k]); v > otherV {
+						other, otherV = j, v
+					}
+				}
+			}
+			if other >= 0 && otherV-zy > margin(zy) {
+				s.Pred[row] = other
+				continue
+			}
 		}
 		redo = append(redo, row)
 	}
 	s.Stats.Recounted += len(redo)
 	s.logits(redo)
 }
+
+// margin is the slack for float32 rounding in logits near v, moved in
+// another order than the classifier sums them.
+func margin(v float64) float64 { return 1e-4 * (1 + math.Abs(v)) }
 
 // Variant reports whether r is b with some output channels of one Conv2D
 // or SeparableConv2D layer pruned (model.Model.PruneChannels: the kernel

@@ -73,6 +73,53 @@ func TestRenewEqualsNew(t *testing.T) {
 }
 
 // tinyHead is the head of the tiny DeepID below conv_3.
+// TestRenewLabeled: with labels, every step's hits are those of the full
+// predictions, sample by sample, for labels that are mostly the
+// predictions, mostly not, and the runner-up classes; a sample shown
+// with another class than its prediction is not a hit in either. Labels
+// that are not predicted take fewer recomputations of the logits.
+func TestRenewLabeled(t *testing.T) {
+	h := tinyHead(t)
+	r := rand.New(rand.NewPCG(11, 12))
+	const n = 60
+	in := inputs(t, h, fixture.RandomImages(r, n, 55, 47, 3), n)
+	first := h.NewState(n, in...)
+	k := h.Model.Classes
+	for _, kind := range []string{"predicted", "random", "other"} {
+		labels := make([]int, n)
+		for i := range labels {
+			switch kind {
+			case "predicted":
+				labels[i] = first.Pred[i]
+			case "random":
+				labels[i] = r.IntN(k)
+			default:
+				labels[i] = (first.Pred[i] + 1 + r.IntN(2)) % k
+			}
+		}
+		full, labeled := h.NewState(n, in...), h.RenewLabeled(nil, labels, in...)
+		order := r.Perm(h.C)
+		for step, c := range order[:h.C-1] {
+			full.Zero([]int{c})
+			labeled.Zero([]int{c})
+			for i, y := range labels {
+				if (full.Pred[i] == y) != (labeled.Pred[i] == y) {
+					t.Fatalf("%s labels, step %d, sample %d (label %d): predicted %d, labeled %d", kind, step, i, y, full.Pred[i], labeled.Pred[i])
+				}
+			}
+		}
+		if kind == "random" && labeled.Stats.Recounted >= full.Stats.Recounted {
+			t.Errorf("random labels: %d recomputations, %d without labels", labeled.Stats.Recounted, full.Stats.Recounted)
+		}
+	}
+	// A label no class matches: predictions in full.
+	bad := slices.Repeat([]int{k}, n)
+	s := h.RenewLabeled(nil, bad, in...)
+	if !slices.Equal(s.Pred, first.Pred) {
+		t.Fatal("a label out of range changed the predictions")
+	}
+}
+
 func tinyHead(t *testing.T) *incr.Head {
 	t.Helper()
 	m, err := model.Load(tiny + "model_weights.h5")

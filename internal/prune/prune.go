@@ -436,8 +436,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 // counts the hits before and after each step, in the memory of old (a
 // state no longer needed, or nil), which it returns to free.
 func steps1(h *incr.Head, old *incr.State, in [][]float32, labels []int, order []int, free chan<- *incr.State) ([]int, incr.Stats, error) {
-	n := len(labels)
-	s := h.Renew(old, n, in...)
+	s := h.RenewLabeled(old, labels, in...)
 	hits := make([]int, len(order)+1)
 	hits[0] = metrics.Hits(s.Pred, labels)
 	for k, c := range order {
