@@ -258,3 +258,38 @@ func TestTopNScan(t *testing.T) {
 		}
 	}
 }
+
+// TestTopMoves: the tracked classes' moves and |a-b|² against float64
+// sums, for input sizes with and without a tail past the vector width.
+func TestTopMoves(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, hdim := range []int{160, 37, 8} {
+		const k = 50
+		a, b := randSlice(r, hdim, -2, 2), randSlice(r, hdim, -2, 2)
+		for i := 0; i < hdim; i += 3 {
+			b[i] = a[i] // unchanged inputs
+		}
+		wt := randSlice(r, k*hdim, -1, 1)
+		top := []int32{7, 0, 49, 23, 7}
+		dv, tmp := make([]float32, len(top)), make([]float32, hdim)
+		d2 := TopMoves(a, b, wt, top, dv, tmp)
+		want2, scale := 0.0, 0.0
+		for i := range a {
+			d := float64(a[i] - b[i])
+			want2 += d * d
+			scale += math.Abs(d)
+		}
+		if math.Abs(d2-want2) > 1e-12*want2 {
+			t.Fatalf("hdim %d: |a-b|² %v, want %v", hdim, d2, want2)
+		}
+		for q, j := range top {
+			want := 0.0
+			for i := range a {
+				want += float64(wt[int(j)*hdim+i]) * float64(a[i]-b[i])
+			}
+			if math.Abs(float64(dv[q])-want) > 1e-5*scale {
+				t.Fatalf("hdim %d class %d: move %v, want %v", hdim, j, dv[q], want)
+			}
+		}
+	}
+}
