@@ -1,6 +1,6 @@
 // Package workpool spreads work over the machine's cores: a pool that runs
 // queued jobs on one goroutine per core until a context ends, and Split,
-// which cuts a range into one contiguous part per core.
+// which cuts a range into contiguous parts that the cores take in turn.
 package workpool
 
 import (
