@@ -1,6 +1,9 @@
 package main
 
 import (
+	"cmp"
+
+	"badprune/internal/h5"
 	"fmt"
 	"os"
 	"syscall"
@@ -27,6 +30,9 @@ func supervise(args []string) (code int, ok bool) {
 	switch {
 	case !ok:
 		return 0, false
+	case out.Hung:
+		fmt.Fprintf(os.Stderr, "badprune: %s: %s\n", cmp.Or(out.Reading, "an input file"), guard.HungProblem(h5.Patience))
+		return exitError, true
 	case out.Signal == syscall.SIGKILL:
 		fmt.Fprintln(os.Stderr, "badprune: killed (SIGKILL; out of memory?); this run left no output, and files that were in its output folder before are untouched")
 		return 128 + int(out.Signal), true

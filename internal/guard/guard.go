@@ -27,6 +27,7 @@ package guard
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -34,6 +35,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // EnvFD names the environment variable carrying the pipe's descriptor.
@@ -47,6 +49,7 @@ const (
 	kindCreated = "created"
 	kindMoved   = "moved"
 	kindDone    = "done"
+	kindHung    = "hung"
 )
 
 // std is the child's end of the pipe. It is process-wide by nature: it is
@@ -124,6 +127,27 @@ func (r *reporter) done(paths []string) {
 // Reading reports that the library is about to read path.
 func Reading(path string) { std.reading(path) }
 
+// Hung ends the process, which is stuck in a library call (after patience)
+// on the input it last reported reading: it tells the supervisor, which
+// cleans up and says so in one line, or, unsupervised, says so itself.
+// A thread stuck in C cannot be stopped any other way.
+func Hung(patience time.Duration) {
+	std.mu.Lock()
+	w, last := std.w, std.last
+	std.mu.Unlock()
+	if w != nil {
+		std.send(kindHung + "\n")
+	} else {
+		fmt.Fprintf(os.Stderr, "badprune: %s: %s\n", last, HungProblem(patience))
+	}
+	syscall.Kill(os.Getpid(), syscall.SIGKILL)
+}
+
+// HungProblem is the problem a hung run reports with the file it read.
+func HungProblem(patience time.Duration) string {
+	return fmt.Sprintf("the HDF5 library did not finish reading it in %v (a damaged or hostile file?); no output was written", patience)
+}
+
 // Temp reports a file that is to be removed if the run crashes: a
 // temporary not in place yet, or an output published by a run that has not
 // finished. Report it once it exists, unless its name is the run's own.
@@ -153,6 +177,7 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	reading string
+	hung    bool
 	items   []item         // registrations in order
 	live    map[string]int // key → index in items of its live registration
 }
@@ -213,11 +238,20 @@ func (w *Watcher) handle(s string) {
 		w.items = append(w.items, item{kind: kind, path: args[0], key: args[1]})
 	case kind == kindDone && len(args) == 1:
 		delete(w.live, args[0])
+	case kind == kindHung && len(args) == 0:
+		w.hung = true
 	}
 }
 
 // Wait blocks until the reports end: the child exited and the pipe closed.
 func (w *Watcher) Wait() { <-w.done }
+
+// Hung reports whether the child said it was stuck in a library call.
+func (w *Watcher) Hung() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hung
+}
 
 // Reading returns the last input the child reported reading, or "".
 func (w *Watcher) Reading() string {

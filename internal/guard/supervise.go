@@ -15,6 +15,7 @@ type Outcome struct {
 	Signal  syscall.Signal // the signal that ended it, if any
 	Crashed bool           // it died of a fault (a signal other than SIGINT/SIGTERM, or a runtime crash report)
 	Reading string         // the input it last reported reading
+	Hung    bool           // it reported being stuck in a library call, then killed itself
 }
 
 // Supervise runs exe with args as a child, with env added to this
@@ -72,7 +73,7 @@ func Supervise(exe string, args, env []string, stderr io.Writer) (out Outcome, o
 	w.Cleanup() // after success nothing is registered any more
 
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	out = Outcome{Code: cmd.ProcessState.ExitCode(), Reading: w.Reading(), Crashed: crashed}
+	out = Outcome{Code: cmd.ProcessState.ExitCode(), Reading: w.Reading(), Crashed: crashed, Hung: w.Hung()}
 	if werr != nil && ws.Signaled() {
 		out.Code, out.Signal = 0, ws.Signal()
 		out.Crashed = out.Signal != syscall.SIGINT && out.Signal != syscall.SIGTERM

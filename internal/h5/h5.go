@@ -155,6 +155,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 	"unsafe"
 
 	"gonum.org/v1/hdf5"
@@ -166,12 +167,28 @@ import (
 // library's error printing off. HDF5 keeps that setting per thread, and it
 // prints its error stack to stderr by default; badprune reports errors
 // itself, once.
+//
+// A call that has not returned after Patience is taken to be stuck in the
+// library (a damaged file can make it loop for ever, found by fuzzing):
+// the process ends through guard.Hung, naming the file.
 func Locked(fn func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	C.bp_quiet()
+	t := time.AfterFunc(Patience, func() { guard.Hung(Patience) })
+	defer t.Stop()
 	return fn()
 }
+
+// Patience bounds one call into the library: far more than any read or
+// write of badprune's takes, on any disk. BADPRUNE_HDF5_PATIENCE (a Go
+// duration) changes it, for tests.
+var Patience = func() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("BADPRUNE_HDF5_PATIENCE")); err == nil && d > 0 {
+		return d
+	}
+	return 2 * time.Minute
+}()
 
 // hdf5Signature starts every HDF5 file (at offset 0 for the files we read).
 const hdf5Signature = "\x89HDF\r\n\x1a\n"
