@@ -2,13 +2,12 @@ package main
 
 import (
 	"cmp"
-
-	"badprune/internal/h5"
 	"fmt"
 	"os"
 	"syscall"
 
 	"badprune/internal/guard"
+	"badprune/internal/h5"
 	"badprune/internal/progress"
 )
 
