@@ -57,7 +57,7 @@ static inline void axpy_plain(float v, const float *restrict w, float *restrict 
 }
 
 // Compiled for AVX2+FMA, each term is one fused multiply-add, as in
-// conv_avx.
+// axpy_512: the two sets give the same bits.
 __attribute__((target("avx2,fma"))) static inline void
 axpy_avx(float v, const float *restrict w, float *restrict o, int n) {
 	for (int u = 0; u < n; u++) o[u] += v * w[u];
@@ -126,6 +126,18 @@ csr_block(const float *d, const int *nz, int n, const float *W, int U, int u0,
 	for (int b = 0; b < nb; b++) _mm256_storeu_ps(o + u0 + 8 * b, a[b]);
 }
 
+// CSR_ROWS runs its body for each row with inputs d, outputs o and its n
+// listed inputs nz, skipping rows that list none.
+#define CSR_ROWS(...)                                                          \
+	for (int r = 0; r < rows; r++) {                                             \
+		const float *d = din + (size_t)r * K;                                      \
+		float *o = dout + (size_t)r * U;                                           \
+		const int *nz = idx + ptr[r];                                              \
+		const int n = ptr[r + 1] - ptr[r];                                         \
+		if (n == 0) continue;                                                      \
+		__VA_ARGS__                                                                \
+	}
+
 // bp_csr_dense adds, for each row r, sum over its listed inputs k of
 // din[r*K+k] * W[k][:] to dout[r][:]. The lists come from whoever made the
 // change, so nothing is scanned; each 64-wide block of the output row is
@@ -133,12 +145,7 @@ csr_block(const float *d, const int *nz, int n, const float *W, int U, int u0,
 __attribute__((target("avx2,fma"))) static void
 csr_avx(int rows, const int *ptr, const int *idx, const float *din, int K,
         const float *W, int U, float *dout) {
-	for (int r = 0; r < rows; r++) {
-		const float *d = din + (size_t)r * K;
-		float *o = dout + (size_t)r * U;
-		const int *nz = idx + ptr[r];
-		const int n = ptr[r + 1] - ptr[r];
-		if (n == 0) continue;
+	CSR_ROWS(
 		int u0 = 0;
 		for (; u0 + 64 <= U; u0 += 64) csr_block(d, nz, n, W, U, u0, o, 8);
 		for (; u0 + 32 <= U; u0 += 32) csr_block(d, nz, n, W, U, u0, o, 4);
@@ -146,8 +153,7 @@ csr_avx(int rows, const int *ptr, const int *idx, const float *din, int K,
 			const float v = d[nz[t]];
 			const float *w = W + (size_t)nz[t] * U;
 			for (int u = u0; u < U; u++) o[u] += v * w[u];
-		}
-	}
+		})
 }
 
 static void csr_plain(int rows, const int *ptr, const int *idx, const float *din,
@@ -186,18 +192,12 @@ csr_block_512(const float *d, const int *nz, int n, const float *W, int U, int u
 // terms in the same order with fused multiply-adds, so the same bits.
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
 csr_512(int rows, const int *ptr, const int *idx, const float *din, int K, const float *W, int U, float *dout) {
-	for (int r = 0; r < rows; r++) {
-		const float *d = din + (size_t)r * K;
-		float *o = dout + (size_t)r * U;
-		const int *nz = idx + ptr[r];
-		const int n = ptr[r + 1] - ptr[r];
-		if (n == 0) continue;
+	CSR_ROWS(
 		int u0 = 0;
 		for (; u0 + 128 <= U; u0 += 128) csr_block_512(d, nz, n, W, U, u0, o, 8, 0xffff);
 		for (; u0 + 64 <= U; u0 += 64) csr_block_512(d, nz, n, W, U, u0, o, 4, 0xffff);
 		for (; u0 + 16 <= U; u0 += 16) csr_block_512(d, nz, n, W, U, u0, o, 1, 0xffff);
-		if (u0 < U) csr_block_512(d, nz, n, W, U, u0, o, 1, (__mmask16)((1u << (U - u0)) - 1));
-	}
+		if (u0 < U) csr_block_512(d, nz, n, W, U, u0, o, 1, (__mmask16)((1u << (U - u0)) - 1));)
 }
 
 void bp_csr_dense(int rows, const int *ptr, const int *idx, const float *din,
