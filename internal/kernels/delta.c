@@ -541,6 +541,35 @@ double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
 	return moves_plain(hdim, a, b, wt, top, t, dv, tmp);
 }
 
+// bp_narrow copies n images stored as bp_convert's src into NHWC bytes
+// when every pixel is an integer 0..255, and returns 1; it returns 0 (dst
+// then partly written) at the first that is not (NaN and infinities are
+// not).
+int bp_narrow(const void *src, int kind, int n, int C, int HW, int cf, unsigned char *dst) {
+	const size_t sz = (size_t)C * HW;
+	if (kind == 0 && (!cf || C == 1)) {
+		memcpy(dst, src, sz * n);
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		unsigned char *o = dst + (size_t)i * sz;
+		for (int c = 0; c < C; c++) {
+			for (int p = 0; p < HW; p++) {
+				const size_t s = (size_t)i * sz + (cf ? (size_t)c * HW + p : (size_t)p * C + c);
+				double v;
+				switch (kind) {
+				case 0: v = ((const unsigned char *)src)[s]; break;
+				case 1: v = ((const float *)src)[s]; break;
+				default: v = ((const double *)src)[s]; break;
+				}
+				if (!(v >= 0 && v <= 255) || v != (double)(int)v) return 0;
+				o[(size_t)p * C + c] = (unsigned char)v;
+			}
+		}
+	}
+	return 1;
+}
+
 // bp_convert turns n images stored as uint8 (kind 0), float32 (1) or
 // float64 (2), channels-first or last, into NHWC float32 times scale. It
 // returns the index of the first image holding a non-finite value, or -1.

@@ -1333,24 +1333,53 @@ T512 static int nonzero_512(const float *go, int OC, int *jl) {
 	return nj;
 }
 
-// grad_input_vec is the vector paths' driver: L lanes (16 AVX-512, 8 AVX2),
-// the transposed kernel kp[group][j][GV*L] with each kernel row padded to
-// RV vectors, GV = GR*RV per group.
-static void grad_input_vec(const float *dout, const float *k, int N, int H, int W, int C,
+// The vector paths read the kernel transposed, kp[group][j][GV*L]: L lanes
+// (16 AVX-512, 8 AVX2), each kernel row padded to RV vectors, GR rows to a
+// group, GV = GR*RV vectors per group. It is packed once per call of the
+// caller (bp_gi_pack), not once per part of the batch.
+typedef struct {
+	int L, R, RV, GR, GV;
+	long ldv, ldg, len;
+} gi_geom;
+
+static gi_geom gi_geometry(int KH, int KW, int C, int OC, int isa) {
+	gi_geom g;
+	g.L = isa == 2 ? 16 : 8;
+	g.R = KW * C;
+	g.RV = (g.R + g.L - 1) / g.L;
+	g.GR = gi_group_rows(KH, KW, C, OC);
+	g.GV = g.GR * g.RV;
+	g.ldv = (long)g.GV * g.L;
+	g.ldg = g.ldv * OC;
+	g.len = g.ldg * (KH / g.GR);
+	return g;
+}
+
+long bp_gi_packed_len(int KH, int KW, int C, int OC, int isa) {
+	return isa >= 1 ? gi_geometry(KH, KW, C, OC, isa).len : 0;
+}
+
+void bp_gi_pack(const float *k, int KH, int KW, int C, int OC, int isa, float *kp) {
+	if (isa < 1) return;
+	const gi_geom g = gi_geometry(KH, KW, C, OC, isa);
+	memset(kp, 0, sizeof(float) * g.len);
+	for (int ky = 0; ky < KH; ky++)
+		for (int r = 0; r < g.R; r++)
+			for (int j = 0; j < OC; j++)
+				kp[(ky / g.GR) * g.ldg + j * g.ldv + (long)(ky % g.GR) * g.RV * g.L + r] = k[((long)ky * g.R + r) * OC + j];
+}
+
+// grad_input_vec is the vector paths' driver, on the kernel bp_gi_pack
+// packed (64-byte aligned).
+static void grad_input_vec(const float *dout, const float *kp, int N, int H, int W, int C,
                            int KH, int KW, int OC, int SH, int SW, int OH, int OW,
                            float *din, int isa) {
-	const int L = isa == 2 ? 16 : 8, R = KW * C, RV = (R + L - 1) / L;
-	const int GR = gi_group_rows(KH, KW, C, OC), GV = GR * RV;
-	const long ldv = (long)GV * L, ldg = ldv * OC;
-	float *kp = aligned_alloc(64, sizeof(float) * ((ldg * (KH / GR) + 31) & ~15L));
+	const gi_geom g = gi_geometry(KH, KW, C, OC, isa);
+	const int L = g.L, R = g.R, RV = g.RV, GR = g.GR, GV = g.GV;
+	const long ldv = g.ldv, ldg = g.ldg;
 	int *voff = malloc(sizeof(int) * GV), *jl = malloc(sizeof(int) * (OC + 16));
 	__mmask16 *vm = malloc(sizeof(__mmask16) * GV);
 	int *vm8 = malloc(sizeof(int) * 8 * GV);
-	memset(kp, 0, sizeof(float) * ldg * (KH / GR));
-	for (int ky = 0; ky < KH; ky++)
-		for (int r = 0; r < R; r++)
-			for (int j = 0; j < OC; j++)
-				kp[(ky / GR) * ldg + j * ldv + (long)(ky % GR) * RV * L + r] = k[((long)ky * R + r) * OC + j];
 	for (int v = 0; v < GV; v++) {
 		const int r0 = (v % RV) * L, left = R - r0 < L ? R - r0 : L;
 		voff[v] = (v / RV) * W * C + r0;
@@ -1400,26 +1429,29 @@ static void grad_input_vec(const float *dout, const float *k, int N, int H, int 
 			}
 		}
 	}
-	free(kp);
 	free(voff);
 	free(jl);
 	free(vm);
 	free(vm8);
 }
 
-void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
-                          int W, int C, int KH, int KW, int OC, int SH, int SW,
-                          int OH, int OW, float *din) {
-	bp_conv2d_grad_input_isa(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din, bp_isa());
+void bp_conv2d_grad_input_packed(const float *dout, const float *k, const float *kp,
+                                 int N, int H, int W, int C, int KH, int KW, int OC,
+                                 int SH, int SW, int OH, int OW, float *din, int isa) {
+	if (isa >= 1)
+		grad_input_vec(dout, kp, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din, isa);
+	else
+		grad_input_plain(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din);
 }
 
 void bp_conv2d_grad_input_isa(const float *dout, const float *k, int N, int H,
                               int W, int C, int KH, int KW, int OC, int SH, int SW,
                               int OH, int OW, float *din, int isa) {
-	if (isa >= 1)
-		grad_input_vec(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din, isa);
-	else
-		grad_input_plain(dout, k, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din);
+	const long len = bp_gi_packed_len(KH, KW, C, OC, isa);
+	float *kp = len ? aligned_alloc(64, sizeof(float) * ((len + 31) & ~15L)) : NULL;
+	bp_gi_pack(k, KH, KW, C, OC, isa, kp);
+	bp_conv2d_grad_input_packed(dout, k, kp, N, H, W, C, KH, KW, OC, SH, SW, OH, OW, din, isa);
+	free(kp);
 }
 
 // ReLU and its gradient as the graph's Go loops defined them (max(a, 0):

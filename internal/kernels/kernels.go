@@ -12,6 +12,7 @@ package kernels
 // void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W,
 //                               int C, int OH, int OW, float *din, int isa);
 // void bp_colsum(const float *x, long rows, int c, double *acc);
+// void bp_colsum_isa(const float *x, long rows, int c, double *acc, int isa);
 // typedef struct {
 // 	float l2, b1, b2, omb1, omb2, c1, c2, neg_eta, eps;
 // 	int use_l2;
@@ -33,6 +34,7 @@ type Conv struct {
 	packed        []float32 // [KH*KW*C][ldk]
 	bias          []float32 // [ldk]
 	parts         [][]float32
+	gi            []float32 // the kernel as GradInput reads it, 64-byte aligned
 }
 
 // NewConv packs an HWIO kernel (KH*KW*C*OC values) and its OC biases.
@@ -208,6 +210,16 @@ func ColSums(x []float32, sums []float32) {
 	}
 }
 
+// colSumsISA adds the column sums of x (rows of len(acc)) to acc in one
+// call on kernel set set: tests compare the sets' bits.
+func colSumsISA(x []float32, acc []float64, set int) {
+	c := len(acc)
+	if c == 0 || len(x) < c {
+		return
+	}
+	C.bp_colsum_isa(fptr(x), C.long(len(x)/c), C.int(c), (*C.double)(unsafe.Pointer(&acc[0])), C.int(set))
+}
+
 // AdamCoef are one Adam step's float32 coefficients: L2 (when UseL2),
 // β1, β2, 1-β1, 1-β2, the reciprocals of the bias corrections C1 and C2,
 // -η and ε.
@@ -313,11 +325,32 @@ func (cv *Conv) GradInput(dout, k []float32, n, h, w int, din []float32) {
 	_ = din[n*inSz-1]
 	_ = dout[n*outSz-1]
 	_ = k[cv.KH*cv.KW*cv.C*cv.OC-1]
+	set := C.int(isa())
+	// Packed once here, not by each part: for a dense layer the packing
+	// costs as much as a part's products.
+	if need := int(C.bp_gi_packed_len(C.int(cv.KH), C.int(cv.KW), C.int(cv.C), C.int(cv.OC), set)); need > 0 {
+		cv.gi = aligned64(cv.gi, need+16)
+		C.bp_gi_pack(fptr(k), C.int(cv.KH), C.int(cv.KW), C.int(cv.C), C.int(cv.OC), set, fptr(cv.gi))
+	}
 	parallel(n, 4, func(lo, hi int) {
-		C.bp_conv2d_grad_input(fptr(dout[lo*outSz:]), fptr(k), C.int(hi-lo), C.int(h),
+		C.bp_conv2d_grad_input_packed(fptr(dout[lo*outSz:]), fptr(k), fptr(cv.gi), C.int(hi-lo), C.int(h),
 			C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC), C.int(cv.SH),
-			C.int(cv.SW), C.int(oh), C.int(ow), fptr(din[lo*inSz:]))
+			C.int(cv.SW), C.int(oh), C.int(ow), fptr(din[lo*inSz:]), set)
 	})
+}
+
+// aligned64 returns n floats starting on a 64-byte boundary: buf if it is
+// such, else new memory.
+func aligned64(buf []float32, n int) []float32 {
+	if len(buf) == n && uintptr(unsafe.Pointer(&buf[0]))%64 == 0 {
+		return buf
+	}
+	b := make([]float32, n+16)
+	off := 0
+	for uintptr(unsafe.Pointer(&b[off]))%64 != 0 {
+		off++
+	}
+	return b[off : off+n : off+n]
 }
 
 // ConvGeom is a convolution's geometry for SparseConv.
@@ -477,23 +510,38 @@ func TopMoves(a, b, wt []float32, top []int32, dv, tmp []float32) float64 {
 // channels-first when cf) into NHWC float32 times scale in dst. It returns
 // the index of the first image holding a non-finite value, or -1.
 func Convert(src any, n, c, hw int, cf bool, scale float32, dst []float32) int {
-	var p unsafe.Pointer
-	var kind C.int
-	switch s := src.(type) {
-	case []uint8:
-		_ = s[n*c*hw-1]
-		p, kind = unsafe.Pointer(&s[0]), 0
-	case []float32:
-		_ = s[n*c*hw-1]
-		p, kind = unsafe.Pointer(&s[0]), 1
-	case []float64:
-		_ = s[n*c*hw-1]
-		p, kind = unsafe.Pointer(&s[0]), 2
-	default:
-		panic("kernels: Convert of an unknown type")
-	}
+	p, kind := rawPointer(src, n*c*hw)
 	_ = dst[n*c*hw-1]
 	return int(C.bp_convert(p, kind, C.int(n), C.int(c), C.int(hw), cbool(cf), C.float(scale), fptr(dst)))
+}
+
+// Narrow copies n images stored in src (as Convert's) into NHWC bytes in
+// dst and reports true when every pixel is an integer 0..255; at the first
+// that is not it reports false, dst then partly written.
+func Narrow(src any, n, c, hw int, cf bool, dst []uint8) bool {
+	if n == 0 {
+		return true
+	}
+	p, kind := rawPointer(src, n*c*hw)
+	_ = dst[n*c*hw-1]
+	return C.bp_narrow(p, kind, C.int(n), C.int(c), C.int(hw), cbool(cf), (*C.uchar)(&dst[0])) == 1
+}
+
+// rawPointer is the address and bp_convert kind of a stored-values slice
+// of at least n elements.
+func rawPointer(src any, n int) (unsafe.Pointer, C.int) {
+	switch s := src.(type) {
+	case []uint8:
+		_ = s[n-1]
+		return unsafe.Pointer(&s[0]), 0
+	case []float32:
+		_ = s[n-1]
+		return unsafe.Pointer(&s[0]), 1
+	case []float64:
+		_ = s[n-1]
+		return unsafe.Pointer(&s[0]), 2
+	}
+	panic("kernels: stored values of an unknown type")
 }
 
 // isa is the kernel set the CPU runs: 2 AVX-512, 1 AVX2+FMA, 0 plain C.

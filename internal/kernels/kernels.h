@@ -33,12 +33,6 @@ void bp_conv2d_grad_kernel(const float *in, const float *dout, int N, int H,
                            int W, int C, int KH, int KW, int OC, int SH, int SW,
                            int OH, int OW, float *dk, float *db);
 
-// Gradient of bp_conv2d with respect to its input, accumulated (+=) into
-// din. k is the unpacked HWIO kernel [(ky*KW+kx)*C+ci][OC].
-void bp_conv2d_grad_input(const float *dout, const float *k, int N, int H,
-                          int W, int C, int KH, int KW, int OC, int SH, int SW,
-                          int OH, int OW, float *din);
-
 // Sparse update: for each of rows samples, add the effect of the input
 // change din (listed per row by ptr and idx) to the output pre-activations
 // dout; k is HWIO, the input HxWxC with the given padding; on kernel set
@@ -63,6 +57,7 @@ double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
 
 int bp_convert(const void *src, int kind, int n, int C, int HW, int cf,
                float scale, float *dst);
+int bp_narrow(const void *src, int kind, int n, int C, int HW, int cf, unsigned char *dst);
 
 // o = max(x, 0) elementwise (NaN kept, -0 to +0); its gradient o = dy where y > 0, else 0.
 void bp_relu(const float *x, long n, float *o);
@@ -81,5 +76,17 @@ void bp_conv2d_grad_kernel_isa(const float *in, const float *dout, int N, int H,
 void bp_conv2d_grad_input_isa(const float *dout, const float *k, int N, int H,
                               int W, int C, int KH, int KW, int OC, int SH, int SW,
                               int OH, int OW, float *din, int isa);
+
+// Gradient of bp_conv2d with respect to its input, accumulated (+=) into
+// din; k is the unpacked HWIO kernel [(ky*KW+kx)*C+ci][OC]. In two halves,
+// so that a batch cut into parts packs the kernel once: bp_gi_pack writes the kernel k as kernel set isa reads
+// it into kp (bp_gi_packed_len floats, 64-byte aligned, and 16 more to
+// spare; none for the plain set), and bp_conv2d_grad_input_packed is the
+// gradient on it (the plain set reads k).
+long bp_gi_packed_len(int KH, int KW, int C, int OC, int isa);
+void bp_gi_pack(const float *k, int KH, int KW, int C, int OC, int isa, float *kp);
+void bp_conv2d_grad_input_packed(const float *dout, const float *k, const float *kp,
+                                 int N, int H, int W, int C, int KH, int KW, int OC,
+                                 int SH, int SW, int OH, int OW, float *din, int isa);
 
 #endif

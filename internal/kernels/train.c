@@ -7,22 +7,45 @@
 int bp_isa(void);
 
 // colsum_512 is bp_colsum on 8 columns at a time: each column's sum is
-// taken in the same order, so the bits are the same.
+// taken in the same order, so the bits are the same. Up to 64 columns at a
+// time stay in registers over all the rows: a sum kept in memory would wait
+// on its own store at every row.
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
 colsum_512(const float *x, long rows, int c, double *acc) {
-	// Row by row (one pass over x), the sums staying in L1.
-	for (long i = 0; i < rows; i++)
-		for (int j = 0; j < c; j += 8) {
-			const __mmask8 t = c - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (c - j)) - 1);
-			const __m512d a = _mm512_maskz_loadu_pd(t, acc + j);
-			_mm512_mask_storeu_pd(acc + j, t, _mm512_add_pd(a, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(t, x + i * c + j))));
+	for (int j0 = 0; j0 < c; j0 += 64) {
+		const int nv = (c - j0 + 7) / 8 < 8 ? (c - j0 + 7) / 8 : 8;
+		__mmask8 t[8];
+		__m512d a[8];
+		for (int v = 0; v < 8; v++) {
+			const int left = c - j0 - 8 * v;
+			t[v] = v >= nv ? 0 : left >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left) - 1);
+			a[v] = _mm512_maskz_loadu_pd(t[v], acc + j0 + 8 * v);
 		}
+		const float *r = x + j0;
+#define COLSUM_ROWS(NV)                                                                            \
+	for (long i = 0; i < rows; i++, r += c)                                                        \
+		for (int v = 0; v < NV; v++)                                                               \
+			a[v] = _mm512_add_pd(a[v], _mm512_cvtps_pd(_mm256_maskz_loadu_ps(t[v], r + 8 * v)));
+		switch (nv) { // a constant count keeps a[] in registers
+		case 1: COLSUM_ROWS(1) break;
+		case 2: COLSUM_ROWS(2) break;
+		case 3: COLSUM_ROWS(3) break;
+		case 4: COLSUM_ROWS(4) break;
+		case 5: COLSUM_ROWS(5) break;
+		case 6: COLSUM_ROWS(6) break;
+		case 7: COLSUM_ROWS(7) break;
+		default: COLSUM_ROWS(8) break;
+		}
+#undef COLSUM_ROWS
+		for (int v = 0; v < nv; v++) _mm512_mask_storeu_pd(acc + j0 + 8 * v, t[v], a[v]);
+	}
 }
 
 // bp_colsum adds the sums of the columns of x (rows x c, row-major) to acc,
-// in double precision, row after row.
-void bp_colsum(const float *x, long rows, int c, double *acc) {
-	if (bp_isa() == 2) {
+// in double precision, row after row; bp_colsum_isa on kernel set isa (2:
+// AVX-512, else plain C), so that tests can compare the two.
+void bp_colsum_isa(const float *x, long rows, int c, double *acc, int isa) {
+	if (isa == 2) {
 		colsum_512(x, rows, c, acc);
 		return;
 	}
@@ -31,6 +54,8 @@ void bp_colsum(const float *x, long rows, int c, double *acc) {
 		for (int j = 0; j < c; j++) acc[j] += (double)r[j];
 	}
 }
+
+void bp_colsum(const float *x, long rows, int c, double *acc) { bp_colsum_isa(x, rows, c, acc, bp_isa()); }
 
 // A window function sets the gradient of one 2x2 window over all C
 // channels: x points at the window's top-left pixel, the pixel to its right

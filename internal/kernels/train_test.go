@@ -87,6 +87,43 @@ func TestColSums(t *testing.T) {
 	}
 }
 
+// TestColSumsISA: the vector column sums keep each column's double sum in
+// the plain loop's order, to the bit: widths that leave partial vectors and
+// more than the 64 columns held in registers at a time, values of many
+// magnitudes (where another order of additions rounds differently) and a
+// running sum that starts non-zero.
+func TestColSumsISA(t *testing.T) {
+	if isa() != 2 {
+		t.Skip("no AVX-512 here: column sums run the plain path only")
+	}
+	r := rand.New(rand.NewPCG(17, 18))
+	for _, tc := range []struct{ rows, c int }{{1, 1}, {5, 7}, {301, 20}, {33, 64}, {40, 65}, {17, 130}, {64, 1283}} {
+		x := make([]float32, tc.rows*tc.c)
+		for i := range x {
+			x[i] = float32((r.Float64()*2 - 1) * math.Pow(2, float64(r.IntN(60)-30)))
+		}
+		start := make([]float64, tc.c)
+		for j := range start {
+			start[j] = r.Float64()
+		}
+		want := slices.Clone(start)
+		// got is followed by sentinels that a wide store would overwrite.
+		got := append(slices.Clone(start), 7, 7, 7, 7, 7, 7, 7, 7)
+		colSumsISA(x, want, 0)
+		colSumsISA(x, got[:tc.c], 2)
+		for j, v := range got[tc.c:] {
+			if v != 7 {
+				t.Fatalf("%+v: AVX-512 sums wrote %v past the columns, at %d", tc, v, tc.c+j)
+			}
+		}
+		for j := range want {
+			if math.Float64bits(got[j]) != math.Float64bits(want[j]) {
+				t.Fatalf("%+v: column %d: AVX-512 sum %v, plain %v", tc, j, got[j], want[j])
+			}
+		}
+	}
+}
+
 // TestAdamISA: the vector Adam step gives the plain C step's bits, with and
 // without L2, over lengths that leave a partial vector.
 func TestAdamISA(t *testing.T) {
