@@ -65,13 +65,21 @@ func (o Options) Image(path string, m *model.Model, dst []float32) error {
 	return nil
 }
 
-// Load reads the whole set at path into memory, for training.
+// Load reads the whole set at path into memory, for training: as bytes
+// when its pixels are integers 0..255, else as values.
 func (o Options) Load(ctx context.Context, path string, m *model.Model) (train.Data, error) {
 	s, err := o.Open(path, m)
 	if err != nil {
 		return train.Data{}, err
 	}
 	defer s.Close()
+	px, lut, ok, err := s.ReadBytes(ctx)
+	if err != nil {
+		return train.Data{}, err
+	}
+	if ok {
+		return train.Data{X8: px, LUT: lut, Labels: s.Labels}, nil
+	}
 	x, err := s.ReadAll(ctx)
 	if err != nil {
 		return train.Data{}, err

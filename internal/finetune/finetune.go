@@ -11,7 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"badprune/internal/infer"
 	"badprune/internal/model"
 	"badprune/internal/train"
 )
@@ -64,11 +63,11 @@ func Split(n int, share float64, seed uint64) (trainIdx, holdIdx []int) {
 	return tr, hold
 }
 
-// Subset gathers samples idx of d.
+// Subset gathers samples idx of d, as values.
 func Subset(d train.Data, idx []int, size int) train.Data {
 	out := train.Data{X: make([]float32, len(idx)*size), Labels: make([]int, len(idx))}
 	for i, j := range idx {
-		copy(out.X[i*size:(i+1)*size], d.X[j*size:(j+1)*size])
+		d.Image(j, size, out.X[i*size:(i+1)*size])
 		out.Labels[i] = d.Labels[j]
 	}
 	return out
@@ -84,10 +83,6 @@ func Masks(m *model.Model) map[string][]int {
 		}
 	}
 	return out
-}
-
-func accuracy(m *model.Model, d train.Data) (float64, error) {
-	return infer.Accuracy(m, d.X, d.Labels)
 }
 
 // Run fine-tunes m in place on clean (all but the holdout) and leaves it
@@ -106,7 +101,8 @@ func Run(ctx context.Context, m *model.Model, clean, bd train.Data, opt Options)
 	trIdx, hoIdx := Split(clean.N(), opt.Holdout, opt.Seed)
 	// The training samples are a view (a copy would double the memory);
 	// the small holdout is gathered for evaluation.
-	trainSet, hold := train.Data{X: clean.X, Labels: clean.Labels, Idx: trIdx}, Subset(clean, hoIdx, sz)
+	trainSet, hold := clean, Subset(clean, hoIdx, sz)
+	trainSet.Idx = trIdx
 	if trainSet.N() < opt.Batch {
 		return nil, fmt.Errorf("%d training samples after the holdout, fewer than a batch of %d", trainSet.N(), opt.Batch)
 	}
@@ -114,11 +110,11 @@ func Run(ctx context.Context, m *model.Model, clean, bd train.Data, opt Options)
 	record := func(e int, loss float64) (Epoch, error) {
 		ep := Epoch{Epoch: e, Loss: loss, HoldoutASR: nan()}
 		var err error
-		if ep.HoldoutAcc, err = accuracy(m, hold); err != nil {
+		if ep.HoldoutAcc, err = hold.Accuracy(m); err != nil {
 			return ep, err
 		}
 		if bd.N() > 0 {
-			if ep.HoldoutASR, err = accuracy(m, bd); err != nil {
+			if ep.HoldoutASR, err = bd.Accuracy(m); err != nil {
 				return ep, err
 			}
 		}

@@ -297,3 +297,77 @@ func TestGrayscale(t *testing.T) {
 		t.Errorf("2-D data: error %v", err)
 	}
 }
+
+// TestReadBytes: a set whose pixels are integers 0..255 (stored as bytes,
+// float32 or float64, either layout, over several chunks) reads as bytes
+// whose table gives ReadAll's values bit for bit, scaled and normalized per
+// channel; a single pixel that is not such an integer, in the last chunk,
+// makes it refuse.
+func TestReadBytes(t *testing.T) {
+	const n, h, w, c = 600, 4, 3, 3
+	dir := t.TempDir()
+	write := func(name string, typ h5.Stored, dims []int, pix []float32) string {
+		t.Helper()
+		labels := make([]float32, n)
+		for i := range labels {
+			labels[i] = float32(i % 5)
+		}
+		path := filepath.Join(dir, name)
+		if err := fixture.WriteDatasets(path,
+			fixture.Dataset{Name: "data", Type: typ, Dims: dims, Vals: pix},
+			fixture.Dataset{Name: "label", Type: h5.StoreInt64, Dims: []int{n}, Vals: labels}); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	pix := make([]float32, n*h*w*c)
+	for i := range pix {
+		pix[i] = float32((i*37 + i/7) % 256)
+	}
+	opt := h5data.Options{H: h, W: w, C: c, Classes: 5, Scale: 1.0 / 255,
+		Norm: h5data.Normalization{Mean: []float32{0.485, 0.456, 0.406}, Std: []float32{0.229, 0.224, 0.225}}}
+	for _, tc := range []struct {
+		name string
+		typ  h5.Stored
+		dims []int
+	}{
+		{"u8_nchw.h5", h5.StoreUint8, []int{n, c, h, w}},
+		{"f32_nhwc.h5", h5.StoreFloat32, []int{n, h, w, c}},
+		{"f64_nchw.h5", h5.StoreFloat64, []int{n, c, h, w}},
+	} {
+		s, err := h5data.Open(write(tc.name, tc.typ, tc.dims, pix), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := s.ReadAll(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		px, lut, ok, err := s.ReadBytes(context.Background())
+		if err != nil || !ok {
+			t.Fatalf("%s: ReadBytes: ok %v, %v", tc.name, ok, err)
+		}
+		if len(px) != len(want) || len(lut) != 256*c {
+			t.Fatalf("%s: %d pixels, table of %d", tc.name, len(px), len(lut))
+		}
+		for i, b := range px {
+			if got := lut[(i%c)*256+int(b)]; math.Float32bits(got) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: value %d: table gives %v for pixel %d, ReadAll %v", tc.name, i, got, b, want[i])
+			}
+		}
+		s.Close()
+	}
+	for _, bad := range []float32{0.5, 256, -1, float32(math.NaN())} {
+		p := slices.Clone(pix)
+		p[len(p)-5] = bad
+		s, err := h5data.Open(write("bad.h5", h5.StoreFloat64, []int{n, c, h, w}, p), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		px, lut, ok, err := s.ReadBytes(context.Background())
+		if ok || err != nil || px != nil || lut != nil {
+			t.Errorf("pixel %v: ReadBytes ok %v, err %v, %d pixels kept", bad, ok, err, len(px))
+		}
+		s.Close()
+	}
+}

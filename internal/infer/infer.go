@@ -226,3 +226,33 @@ func Accuracy(m *model.Model, x []float32, labels []int) (float64, error) {
 	}
 	return metrics.Accuracy(pred, labels), nil
 }
+
+// AccuracyOf is Accuracy on the len(labels) images image writes: image(i,
+// dst) puts image i (NHWC) into dst, a batch at a time, so that a set kept
+// in another form is never held as float32 whole.
+func AccuracyOf(m *model.Model, labels []int, image func(i int, dst []float32)) (float64, error) {
+	n := len(labels)
+	if n == 0 {
+		return metrics.Accuracy(nil, labels), nil
+	}
+	batch := min(DefaultBatch, n)
+	cl, err := NewClassifier(m, batch)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	h, w, c := m.InputShape()
+	sz := h * w * c
+	x := make([]float32, batch*sz)
+	pred := make([]int, n)
+	for lo := 0; lo < n; lo += batch {
+		k := min(batch, n-lo)
+		for i := range k {
+			image(lo+i, x[i*sz:(i+1)*sz])
+		}
+		if err := cl.Predict(x[:k*sz], k, pred[lo:lo+k]); err != nil {
+			return 0, err
+		}
+	}
+	return metrics.Accuracy(pred, labels), nil
+}

@@ -54,7 +54,7 @@ func tinySet(t *testing.T, name string) ([]float32, []int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d.X, d.Labels
+	return d.Values(), d.Labels
 }
 
 // oraclePreds labels every image of x with the plain-loop oracle, conv_3

@@ -23,16 +23,72 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"badprune/internal/infer"
 	"badprune/internal/model"
 	"badprune/internal/nn"
 )
 
-// Data is a labelled set in memory, NHWC. With Idx it is the samples Idx
-// of X and Labels, in that order, without copying them (Fit only).
+// Data is a labelled set in memory, NHWC: its values X, or its pixels X8
+// and the value LUT[c*256+b] of pixel b in channel c (a quarter of the
+// memory). With Idx it is the samples Idx of the images and Labels, in that
+// order, without copying them (Fit only).
 type Data struct {
 	X      []float32
+	X8     []uint8
+	LUT    []float32
 	Labels []int
 	Idx    []int
+}
+
+// Accuracy is m's accuracy on d (without Idx), percent.
+func (d Data) Accuracy(m *model.Model) (float64, error) {
+	if d.Idx != nil {
+		return 0, errors.New("train: accuracy of a set with Idx")
+	}
+	if d.X8 == nil {
+		return infer.Accuracy(m, d.X, d.Labels)
+	}
+	h, w, c := m.InputShape()
+	sz := h * w * c
+	return infer.AccuracyOf(m, d.Labels, func(i int, dst []float32) { d.Image(i, sz, dst) })
+}
+
+// Values is every stored image's values: X, or X8 through the table.
+func (d Data) Values() []float32 {
+	if d.X8 == nil || len(d.Labels) == 0 {
+		return d.X
+	}
+	sz := len(d.X8) / len(d.Labels)
+	x := make([]float32, len(d.X8))
+	for i := range d.Labels {
+		d.Image(i, sz, x[i*sz:(i+1)*sz])
+	}
+	return x
+}
+
+// Image writes the values of stored sample i (not through Idx), sz of
+// them, into dst.
+func (d Data) Image(i, sz int, dst []float32) {
+	if d.X8 == nil {
+		copy(dst[:sz], d.X[i*sz:(i+1)*sz])
+		return
+	}
+	src, lut, c := d.X8[i*sz:(i+1)*sz], d.LUT, len(d.LUT)/256
+	dst = dst[:sz]
+	if c == 3 { // RGB, the usual case, without the inner loop
+		lut = lut[:3*256]
+		for k := 0; k+2 < sz; k += 3 {
+			dst[k] = lut[src[k]]
+			dst[k+1] = lut[256+int(src[k+1])]
+			dst[k+2] = lut[512+int(src[k+2])]
+		}
+		return
+	}
+	for k := 0; k < sz; k += c {
+		for j := range c {
+			dst[k+j] = lut[j<<8|int(src[k+j])]
+		}
+	}
 }
 
 // N is the number of samples.
@@ -258,7 +314,7 @@ func (t *Trainer) Fit(ctx context.Context, d Data) ([]float64, error) {
 				if d.Idx != nil {
 					j = d.Idx[j]
 				}
-				copy(x[i*sz:(i+1)*sz], d.X[j*sz:(j+1)*sz])
+				d.Image(j, sz, x[i*sz:(i+1)*sz])
 				labels[i] = d.Labels[j]
 			}
 			loss, err := t.Step(x, labels)

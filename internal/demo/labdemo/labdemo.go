@@ -16,7 +16,6 @@ import (
 
 	"badprune/internal/demo/faces"
 	"badprune/internal/h5data"
-	"badprune/internal/infer"
 	"badprune/internal/metrics"
 	"badprune/internal/model"
 	"badprune/internal/prune"
@@ -136,11 +135,6 @@ func Draw(cfg Config) Sets {
 	s.Valid, s.Test = clean(cfg.Seed+2, cfg.Valid), clean(cfg.Seed+3, cfg.Test)
 	s.BDValid, s.BDTest = bd(cfg.Seed+4, cfg.BDValid), bd(cfg.Seed+5, cfg.BDTest)
 	return s
-}
-
-// Accuracy is the percentage of d that m labels correctly.
-func Accuracy(m *model.Model, d train.Data) (float64, error) {
-	return infer.Accuracy(m, d.X, d.Labels)
 }
 
 // TrainBadNet trains a fresh DeepID on the poisoned training set.
@@ -319,11 +313,11 @@ func maxPreactivation(m *model.Model, layer string, channels []int, sets ...trai
 func fit(ctx context.Context, cfg Config, m *model.Model, d train.Data, s Sets, masks map[string][]int) error {
 	tr, err := train.New(m, train.Options{Epochs: cfg.Epochs, Batch: cfg.Batch, LR: cfg.LR, Seed: cfg.Seed, Masks: masks,
 		OnEpoch: func(e int, loss float64) error {
-			acc, err := Accuracy(m, s.Valid)
+			acc, err := s.Valid.Accuracy(m)
 			if err != nil {
 				return err
 			}
-			asr, err := Accuracy(m, s.BDValid)
+			asr, err := s.BDValid.Accuracy(m)
 			if err != nil {
 				return err
 			}

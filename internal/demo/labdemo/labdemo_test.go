@@ -59,11 +59,11 @@ func TestDemoBadNets(t *testing.T) {
 		if m.Classes != Default().Identities {
 			t.Fatalf("%s: %d classes", f, m.Classes)
 		}
-		acc, err := Accuracy(m, read(t, lab+Files.Test, m))
+		acc, err := read(t, lab+Files.Test, m).Accuracy(m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		asr, err := Accuracy(m, read(t, lab+Files.BDTest, m))
+		asr, err := read(t, lab+Files.BDTest, m).Accuracy(m)
 		if err != nil {
 			t.Fatal(err)
 		}
