@@ -79,10 +79,11 @@ void bp_conv2d_grad_input_isa(const float *dout, const float *k, int N, int H,
 
 // Gradient of bp_conv2d with respect to its input, accumulated (+=) into
 // din; k is the unpacked HWIO kernel [(ky*KW+kx)*C+ci][OC]. In two halves,
-// so that a batch cut into parts packs the kernel once: bp_gi_pack writes the kernel k as kernel set isa reads
-// it into kp (bp_gi_packed_len floats, 64-byte aligned, and 16 more to
-// spare; none for the plain set), and bp_conv2d_grad_input_packed is the
-// gradient on it (the plain set reads k).
+// so that a batch cut into parts packs the kernel once: bp_gi_pack writes
+// k as kernel set isa reads it into kp (bp_gi_packed_len floats, 64-byte
+// aligned, and 16 more to spare; none for the plain set), and
+// bp_conv2d_grad_input_packed is the gradient on it (the plain set reads
+// k).
 long bp_gi_packed_len(int KH, int KW, int C, int OC, int isa);
 void bp_gi_pack(const float *k, int KH, int KW, int C, int OC, int isa, float *kp);
 void bp_conv2d_grad_input_packed(const float *dout, const float *k, const float *kp,

@@ -429,3 +429,28 @@ func BenchmarkGrad(b *testing.B) {
 		}
 	}
 }
+
+// TestGradInputParts: a batch cut into parts over the cores, all reading
+// the kernel GradInput packed once, gives each image the input gradient
+// one call on the whole batch gives, bit for bit; a second call with other
+// weights packs them anew.
+func TestGradInputParts(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	const n, h, w, c, kh, kw, oc = 40, 12, 10, 40, 3, 3, 60
+	oh, ow := OutSize(h, kh, 1), OutSize(w, kw, 1)
+	cv := NewShape(kh, kw, c, oc, 1, 1)
+	in := randSlice(r, n*h*w*c, 0, 1)
+	for call := range 2 {
+		k := randSlice(r, kh*kw*c*oc, -0.1, 0.1)
+		dout := randSlice(r, n*oh*ow*oc, -1, 1)
+		got := make([]float32, len(in))
+		cv.GradInput(dout, k, n, h, w, got)
+		want := make([]float32, len(in))
+		cv.gradISA(in, dout, k, n, h, w, make([]float32, len(k)), make([]float32, oc), want, isa())
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("call %d: din[%d] (image %d) = %v in parts, %v in one call", call, i, i/(h*w*c), got[i], want[i])
+			}
+		}
+	}
+}
