@@ -541,7 +541,7 @@ double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
 	return moves_plain(hdim, a, b, wt, top, t, dv, tmp);
 }
 
-// bp_narrow copies n images stored as bp_convert's src into NHWC bytes
+// bp_narrow copies n images stored as bp_convert_isa's src into NHWC bytes
 // when every pixel is an integer 0..255, and returns 1; it returns 0 (dst
 // then partly written) at the first that is not (NaN and infinities are
 // not).
@@ -570,13 +570,73 @@ int bp_narrow(const void *src, int kind, int n, int C, int HW, int cf, unsigned 
 	return 1;
 }
 
-// bp_convert turns n images stored as uint8 (kind 0), float32 (1) or
-// float64 (2), channels-first or last, into NHWC float32 times scale. It
-// returns the index of the first image holding a non-finite value, or -1.
-int bp_convert(const void *src, int kind, int n, int C, int HW, int cf,
-               float scale, float *dst) {
+// convert3_512 is bp_convert_isa's plain loop on one channels-first 3-channel image of
+// float32 (kind 1) or float64 (kind 2) on 16 pixels at a time: the same
+// conversions and products, so the same bits, with the three planes
+// interleaved in registers. It returns whether every value is finite.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static int
+convert3_512(const void *src, int kind, long HW, float scale, float *o) {
+	int a1[16], b1[16], a2[16], b2[16], a3[16], b3[16]; // the interleaving permutes
+	for (int j = 0; j < 16; j++) {
+		// lane j of output vector k is pixel (16k+j)/3's channel (16k+j)%3:
+		// channels 0 and 1 come from the first permute, 2 from the second.
+		int *first[3] = {a1, a2, a3}, *second[3] = {b1, b2, b3};
+		for (int k = 0; k < 3; k++) {
+			const int g = 16 * k + j, p = g / 3, c = g % 3;
+			first[k][j] = c == 1 ? 16 + p : p;
+			second[k][j] = c == 2 ? 16 + p : j;
+		}
+	}
+	const __m512i i1[3] = {_mm512_loadu_si512(a1), _mm512_loadu_si512(a2), _mm512_loadu_si512(a3)};
+	const __m512i i2[3] = {_mm512_loadu_si512(b1), _mm512_loadu_si512(b2), _mm512_loadu_si512(b3)};
+	const __m512 sc = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
+	__mmask16 finite = 0xFFFF;
+	for (long p = 0; p < HW; p += 16) {
+		const int left = HW - p < 16 ? (int)(HW - p) : 16;
+		const __mmask16 m = left == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+		__m512 v[3];
+		for (int c = 0; c < 3; c++) {
+			if (kind == 1) {
+				v[c] = _mm512_maskz_loadu_ps(m, (const float *)src + c * HW + p);
+			} else {
+				const double *d = (const double *)src + c * HW + p;
+				const __m256 lo = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)m, d));
+				const __m256 hi = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(m >> 8), d + 8));
+				v[c] = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+			}
+			// v - v is 0 for finite values (masked lanes are 0).
+			finite &= _mm512_cmp_ps_mask(_mm512_sub_ps(v[c], v[c]), zero, _CMP_EQ_OQ);
+			v[c] = _mm512_mul_ps(v[c], sc);
+		}
+		const int n = 3 * left; // floats to store
+		float *d = o + 3 * p;
+		for (int k = 0; k < 3; k++) {
+			const int rest = n - 16 * k;
+			if (rest <= 0) break;
+			const __mmask16 sm = rest >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rest) - 1);
+			const __m512 t = _mm512_permutex2var_ps(v[0], i1[k], v[1]);
+			_mm512_mask_storeu_ps(d + 16 * k, sm, _mm512_permutex2var_ps(t, i2[k], v[2]));
+		}
+	}
+	return finite == 0xFFFF;
+}
+
+// bp_convert_isa turns n images stored as uint8 (kind 0), float32 (1) or
+// float64 (2), channels-first or last, into NHWC float32 times scale, on
+// kernel set isa (2: AVX-512 for channels-first RGB floats, else plain C;
+// tests compare them). It returns the index of the first image holding a
+// non-finite value, or -1.
+int bp_convert_isa(const void *src, int kind, int n, int C, int HW, int cf,
+                   float scale, float *dst, int isa) {
 	const int sz = C * HW;
 	int bad = -1;
+	if (isa == 2 && cf && C == 3 && kind >= 1) {
+		const size_t es = kind == 1 ? sizeof(float) : sizeof(double);
+		for (int i = 0; i < n; i++)
+			if (!convert3_512((const char *)src + (size_t)i * sz * es, kind, HW, scale, dst + (size_t)i * sz) && bad < 0)
+				bad = i;
+		return bad;
+	}
 	for (int i = 0; i < n; i++) {
 		float *o = dst + (size_t)i * sz;
 		int finite = 1;

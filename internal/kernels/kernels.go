@@ -510,9 +510,14 @@ func TopMoves(a, b, wt []float32, top []int32, dv, tmp []float32) float64 {
 // channels-first when cf) into NHWC float32 times scale in dst. It returns
 // the index of the first image holding a non-finite value, or -1.
 func Convert(src any, n, c, hw int, cf bool, scale float32, dst []float32) int {
+	return convertISA(src, n, c, hw, cf, scale, dst, isa())
+}
+
+// convertISA is Convert on kernel set set, for tests.
+func convertISA(src any, n, c, hw int, cf bool, scale float32, dst []float32, set int) int {
 	p, kind := rawPointer(src, n*c*hw)
 	_ = dst[n*c*hw-1]
-	return int(C.bp_convert(p, kind, C.int(n), C.int(c), C.int(hw), cbool(cf), C.float(scale), fptr(dst)))
+	return int(C.bp_convert_isa(p, kind, C.int(n), C.int(c), C.int(hw), cbool(cf), C.float(scale), fptr(dst), C.int(set)))
 }
 
 // Narrow copies n images stored in src (as Convert's) into NHWC bytes in
@@ -527,7 +532,7 @@ func Narrow(src any, n, c, hw int, cf bool, dst []uint8) bool {
 	return C.bp_narrow(p, kind, C.int(n), C.int(c), C.int(hw), cbool(cf), (*C.uchar)(&dst[0])) == 1
 }
 
-// rawPointer is the address and bp_convert kind of a stored-values slice
+// rawPointer is the address and bp_convert_isa kind of a stored-values slice
 // of at least n elements.
 func rawPointer(src any, n int) (unsafe.Pointer, C.int) {
 	switch s := src.(type) {

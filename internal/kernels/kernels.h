@@ -55,8 +55,8 @@ int bp_topn(const float *z, int n, int k, int *idx, float *val);
 double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
                     const int *top, int t, float *dv, float *tmp);
 
-int bp_convert(const void *src, int kind, int n, int C, int HW, int cf,
-               float scale, float *dst);
+int bp_convert_isa(const void *src, int kind, int n, int C, int HW, int cf,
+                   float scale, float *dst, int isa);
 int bp_narrow(const void *src, int kind, int n, int C, int HW, int cf, unsigned char *dst);
 
 // o = max(x, 0) elementwise (NaN kept, -0 to +0); its gradient o = dy where y > 0, else 0.

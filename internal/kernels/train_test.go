@@ -208,3 +208,46 @@ func TestTopN(t *testing.T) {
 		}
 	}
 }
+
+// TestConvertISA: the vector conversion of channels-first RGB images
+// (float32 and float64) gives the plain loop's bits and flags the same
+// first non-finite image (a NaN, and a float64 too large for float32),
+// over image sizes that leave partial vectors.
+func TestConvertISA(t *testing.T) {
+	if isa() != 2 {
+		t.Skip("no AVX-512 here: conversion runs the plain path only")
+	}
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, hw := range []int{1, 5, 16, 17, 55 * 47} {
+		const n, c = 4, 3
+		f64 := make([]float64, n*c*hw)
+		for i := range f64 {
+			f64[i] = math.Round(r.Float64()*255) + r.Float64()*1e-3
+		}
+		f32 := make([]float32, len(f64))
+		for i, v := range f64 {
+			f32[i] = float32(v)
+		}
+		for k, plant := range []func(){func() {}, func() {
+			f64[2*c*hw+hw+hw/2] = 1e39 // image 2, channel 1
+			f32[2*c*hw+hw+hw/2] = float32(math.NaN())
+			f64[3*c*hw] = math.NaN()
+		}} {
+			plant()
+			for _, src := range []any{f32, f64} {
+				for _, scale := range []float32{1, 1.0 / 255} {
+					want, got := make([]float32, len(f64)), make([]float32, len(f64))
+					wb, gb := convertISA(src, n, c, hw, true, scale, want, 0), convertISA(src, n, c, hw, true, scale, got, 2)
+					if wb != gb || wb != []int{-1, 2}[k] {
+						t.Fatalf("hw %d %T scale %v: first non-finite image %d, plain %d", hw, src, scale, gb, wb)
+					}
+					for i := range got {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) && !(got[i] != got[i] && want[i] != want[i]) {
+							t.Fatalf("hw %d %T scale %v: value %d: %v, plain %v", hw, src, scale, i, got[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
