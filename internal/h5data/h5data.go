@@ -3,7 +3,8 @@
 // float64 (or (N, H, W) for a model of one channel, as MNIST is stored),
 // and a dataset of N integral labels of any numeric type. Images
 // are read in batches (hyperslabs), converted to NHWC float32, so memory does
-// not grow with N.
+// not grow with N; for training a set is read whole (ReadAll), as bytes
+// when its pixels are integers 0..255 (ReadBytes).
 package h5data
 
 import (
