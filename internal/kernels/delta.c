@@ -541,6 +541,18 @@ double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
 	return moves_plain(hdim, a, b, wt, top, t, dv, tmp);
 }
 
+// raw_value is stored value (c, p) of image i (C channels of HW pixels,
+// channels-first when cf) of uint8 (kind 0), float32 (1) or float64 (2)
+// values: exactly, as a double.
+static inline double raw_value(const void *src, int kind, int i, int c, int p, int C, int HW, int cf) {
+	const size_t s = (size_t)i * C * HW + (cf ? (size_t)c * HW + p : (size_t)p * C + c);
+	switch (kind) {
+	case 0: return ((const unsigned char *)src)[s];
+	case 1: return ((const float *)src)[s];
+	}
+	return ((const double *)src)[s];
+}
+
 // bp_narrow copies n images stored as bp_convert_isa's src into NHWC bytes
 // when every pixel is an integer 0..255, and returns 1; it returns 0 (dst
 // then partly written) at the first that is not (NaN and infinities are
@@ -555,13 +567,7 @@ int bp_narrow(const void *src, int kind, int n, int C, int HW, int cf, unsigned 
 		unsigned char *o = dst + (size_t)i * sz;
 		for (int c = 0; c < C; c++) {
 			for (int p = 0; p < HW; p++) {
-				const size_t s = (size_t)i * sz + (cf ? (size_t)c * HW + p : (size_t)p * C + c);
-				double v;
-				switch (kind) {
-				case 0: v = ((const unsigned char *)src)[s]; break;
-				case 1: v = ((const float *)src)[s]; break;
-				default: v = ((const double *)src)[s]; break;
-				}
+				const double v = raw_value(src, kind, i, c, p, C, HW, cf);
 				if (!(v >= 0 && v <= 255) || v != (double)(int)v) return 0;
 				o[(size_t)p * C + c] = (unsigned char)v;
 			}
@@ -642,13 +648,7 @@ int bp_convert_isa(const void *src, int kind, int n, int C, int HW, int cf,
 		int finite = 1;
 		for (int c = 0; c < C; c++) {
 			for (int p = 0; p < HW; p++) {
-				const size_t s = (size_t)i * sz + (cf ? (size_t)c * HW + p : (size_t)p * C + c);
-				float v;
-				switch (kind) {
-				case 0: v = ((const unsigned char *)src)[s]; break;
-				case 1: v = ((const float *)src)[s]; break;
-				default: v = (float)((const double *)src)[s]; break;
-				}
+				const float v = (float)raw_value(src, kind, i, c, p, C, HW, cf);
 				finite &= (v - v == 0);
 				o[(size_t)p * C + c] = v * scale;
 			}
