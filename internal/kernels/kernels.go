@@ -66,6 +66,16 @@ func (cv *Conv) Pack(kernel, bias []float32) {
 	copy(cv.bias, bias)
 }
 
+// WithBias returns cv with other biases (nil: zero), sharing its packed
+// kernel, so neither may be packed again: a layer's changes are the layer
+// without its bias, and a second packing of its kernel would be a second
+// copy to fault in.
+func (cv *Conv) WithBias(bias []float32) *Conv {
+	c := &Conv{KH: cv.KH, KW: cv.KW, C: cv.C, OC: cv.OC, SH: cv.SH, SW: cv.SW, packed: cv.packed, bias: make([]float32, len(cv.bias))}
+	copy(c.bias, bias)
+	return c
+}
+
 // NewDense packs a Keras Dense kernel (in*out values, row-major [in][out]) as
 // a 1x1 convolution over a 1x1 image with in channels.
 func NewDense(kernel, bias []float32, in, out int) *Conv {

@@ -454,3 +454,35 @@ func TestGradInputParts(t *testing.T) {
 		}
 	}
 }
+
+// TestWithBias: a Conv with other biases computes what a Conv packed with
+// them does, bit for bit, and leaves the original's biases as they were.
+func TestWithBias(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	const n, in, out = 9, 70, 37
+	k := randSlice(r, in*out, -1, 1)
+	b, b2 := randSlice(r, out, -1, 1), randSlice(r, out, -1, 1)
+	x := randSlice(r, n*in, -1, 1)
+	run := func(cv *Conv) []float32 {
+		y := make([]float32, n*out)
+		cv.Forward(x, n, 1, 1, false, y)
+		return y
+	}
+	orig := NewDense(k, b, in, out)
+	for _, tc := range []struct {
+		name string
+		with *Conv
+		want []float32
+	}{
+		{"other biases", orig.WithBias(b2), run(NewDense(k, b2, in, out))},
+		{"no biases", orig.WithBias(nil), run(NewDense(k, make([]float32, out), in, out))},
+		{"the original after", orig, run(NewDense(k, b, in, out))},
+	} {
+		got := run(tc.with)
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(tc.want[i]) {
+				t.Fatalf("%s: out[%d] = %v, want %v", tc.name, i, got[i], tc.want[i])
+			}
+		}
+	}
+}
