@@ -1083,6 +1083,47 @@ func TestPrunedBatchNormOutputsZero(t *testing.T) {
 	}
 }
 
+// TestPrunedCopy: PrunedCopy gives Clone and PruneChannels' weights, leaves
+// the original as it was (also the BatchNormalization pruning reaches),
+// and copies only the layers pruning changes.
+func TestPrunedCopy(t *testing.T) {
+	m := must.Get(t, fixture.Layers, 11)
+	before := m.Clone()
+	same := func(a, b *model.Layer) bool {
+		return slices.Equal(a.Kernel, b.Kernel) && slices.Equal(a.Bias, b.Bias) && slices.Equal(a.Depthwise, b.Depthwise) &&
+			slices.Equal(a.Mean, b.Mean) && slices.Equal(a.Var, b.Var)
+	}
+	for _, tc := range []struct {
+		layer string
+		chans []int
+	}{{"conv", []int{0, 5}}, {"sep", []int{2, 3}}} {
+		want := m.Clone()
+		if err := want.PruneChannels(tc.layer, tc.chans); err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.PrunedCopy(tc.layer, tc.chans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed := m.Pruned(tc.layer)
+		for i, l := range m.Layers {
+			g := got.Layers[i]
+			if !same(g, want.Layers[i]) {
+				t.Errorf("%s: layer %s: weights differ from Clone and PruneChannels", tc.layer, l.Name)
+			}
+			if !same(l, before.Layers[i]) {
+				t.Fatalf("%s: layer %s of the original changed", tc.layer, l.Name)
+			}
+			if len(l.Kernel) > 0 && (&g.Kernel[0] == &l.Kernel[0]) == slices.Contains(changed, l.Name) {
+				t.Errorf("%s: layer %s: kernel shared %v, want %v", tc.layer, l.Name, &g.Kernel[0] == &l.Kernel[0], !slices.Contains(changed, l.Name))
+			}
+		}
+	}
+	if _, err := m.PrunedCopy("conv", []int{99}); err == nil {
+		t.Error("PrunedCopy of a channel the layer does not have: no error")
+	}
+}
+
 // TestNewLayerRefusals: what badprune cannot compute is one error naming
 // the file, the layer and the problem.
 func TestNewLayerRefusals(t *testing.T) {

@@ -181,15 +181,34 @@ func (m *Model) LayerNames() []string {
 }
 
 // Clone returns a copy of m whose weights can be changed without touching m.
-func (m *Model) Clone() *Model {
+func (m *Model) Clone() *Model { return m.clone(func(*Layer) bool { return true }) }
+
+// PrunedCopy returns a copy of m with the given channels of layer pruned
+// (PruneChannels). Only the weights pruning changes are copied; the copy
+// shares the others with m, so neither may change them (Clone, then
+// PruneChannels, for a copy to train): writing a B' then copies no more
+// than it writes.
+func (m *Model) PrunedCopy(layer string, channels []int) (*Model, error) {
+	changed := m.Pruned(layer)
+	c := m.clone(func(l *Layer) bool { return slices.Contains(changed, l.Name) })
+	if err := c.PruneChannels(layer, channels); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// clone copies m's layers, and the weights of those deep says.
+func (m *Model) clone(deep func(*Layer) bool) *Model {
 	c := *m
 	c.Layers = make([]*Layer, len(m.Layers))
 	for i, l := range m.Layers {
 		nl := *l
 		nl.Inputs = slices.Clone(l.Inputs)
 		nl.KernelShape, nl.Shape = slices.Clone(l.KernelShape), slices.Clone(l.Shape)
-		for _, w := range []*[]float32{&nl.Kernel, &nl.Bias, &nl.Depthwise, &nl.Mean, &nl.Var} {
-			*w = slices.Clone(*w)
+		if deep(l) {
+			for _, w := range []*[]float32{&nl.Kernel, &nl.Bias, &nl.Depthwise, &nl.Mean, &nl.Var} {
+				*w = slices.Clone(*w)
+			}
 		}
 		c.Layers[i] = &nl
 		if l == m.Input {

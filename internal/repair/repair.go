@@ -144,8 +144,8 @@ func run(ctx context.Context, cfg Config, rep *progress.Reporter) (*Result, erro
 		st := curve.Step(k)
 		pruned := slices.Clone(curve.Order[:k])
 		slices.Sort(pruned)
-		bp := b.Clone()
-		if err := bp.PruneChannels(layer, pruned); err != nil {
+		bp, err := b.PrunedCopy(layer, pruned)
+		if err != nil {
 			return nil, err
 		}
 		name := report.RepairedName(x, ext)
