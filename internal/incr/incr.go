@@ -27,6 +27,7 @@ import (
 	"math"
 	"slices"
 
+	"badprune/internal/hugemem"
 	"badprune/internal/infer"
 	"badprune/internal/kernels"
 	"badprune/internal/model"
@@ -218,7 +219,7 @@ func newNode(m *model.Model, l *model.Layer, in []int) (*node, error) {
 	case model.Dense:
 		ks := l.KernelShape
 		nd.conv = kernels.NewDense(l.Kernel, bias(), ks[0], ks[1])
-		nd.dconv = kernels.NewDense(l.Kernel, make([]float32, ks[1]), ks[0], ks[1])
+		nd.dconv = nd.conv.WithBias(nil)
 		nd.w = l.Kernel
 		nd.k = ks[0]
 	case model.Conv2D:
@@ -319,11 +320,20 @@ type State struct {
 
 	err error // of the general path
 
-	// Scratch reused by every Zero.
+	// Scratch reused by every Zero: a run makes thousands of calls, and
+	// garbage is fresh memory to fault in until the collector runs.
 	rows    []int
 	lx, lz  []float32 // logits' inputs and outputs
 	dp      change
 	changes []change
+	scr     checkScratch
+}
+
+// checkScratch is the scratch of check and logits.
+type checkScratch struct {
+	tmp, moves, val []float32
+	tracked, idx    []int32
+	redo            []int
 }
 
 // Stats counts samples per kind of work.
@@ -368,14 +378,13 @@ func (h *Head) renew(old *State, n int, labels []int, in [][]float32) *State {
 	}
 	// Scratch carries over as it is (the mask point's change relies on
 	// its values being zero but for the entries it lists).
-	s := &State{h: h, N: n, rows: old.rows, lx: old.lx, lz: old.lz, dp: old.dp, changes: old.changes, labels: labels}
-	s.P = append(old.P[:0], in[0][:n*h.maskSize]...)
+	s := &State{h: h, N: n, rows: old.rows, lx: old.lx, lz: old.lz, dp: old.dp, changes: old.changes, scr: old.scr, labels: labels}
+	s.P = reuse(old.P, n*h.maskSize)
+	copy(s.P, in[0][:n*h.maskSize])
 	for e, l := range h.External {
-		var buf []float32
-		if e < len(old.ext) {
-			buf = old.ext[e][:0]
-		}
-		s.ext = append(s.ext, append(buf, in[1+e][:n*l.Size()]...))
+		buf := reuse(at(old.ext, e), n*l.Size())
+		copy(buf, in[1+e][:n*l.Size()])
+		s.ext = append(s.ext, buf)
 	}
 	s.live, s.Pred = old.live, reuse(old.Pred, n)
 	if h.General {
@@ -416,14 +425,9 @@ func (h *Head) renew(old *State, n int, labels []int, in [][]float32) *State {
 	return s
 }
 
-// reuse returns b with length n, reallocated only when too small; its
-// values are left as they are.
-func reuse[T any](b []T, n int) []T {
-	if cap(b) < n {
-		return make([]T, n)
-	}
-	return b[:n]
-}
+// reuse returns b with length n, reallocated only when too small (a
+// large state's buffers on huge pages); its values are left as they are.
+func reuse[T any](b []T, n int) []T { return hugemem.Grow(b, n) }
 
 // at is s[i], or nil past its end.
 func at(s [][]float32, i int) []float32 {
@@ -601,8 +605,8 @@ func (s *State) logits(rows []int) {
 	}
 	c.dense.Forward(x, len(rows), 1, 1, false, z)
 	t := c.top
-	idx := make([]int32, t+1)
-	val := make([]float32, t+1)
+	s.scr.idx, s.scr.val = reuse(s.scr.idx, t+1), reuse(s.scr.val, t+1)
+	idx, val := s.scr.idx, s.scr.val
 	for r, row := range rows {
 		n := kernels.TopN(z[r*c.k:(r+1)*c.k], idx, val)
 		copy(s.top[row*t:(row+1)*t], idx[:t])
@@ -636,7 +640,7 @@ func (s *State) Clone() *State {
 	c.zy = slices.Clone(s.zy)
 	c.Pred = slices.Clone(s.Pred)
 	c.live = slices.Clone(s.live)
-	c.rows, c.dp, c.changes, c.lx, c.lz = nil, change{}, nil, nil, nil // scratch is not shared
+	c.rows, c.dp, c.changes, c.lx, c.lz, c.scr = nil, change{}, nil, nil, nil, checkScratch{} // scratch is not shared
 	return &c
 }
 
@@ -757,8 +761,8 @@ func (c *change) reset(na, most, size int) {
 func (c *change) resize(na, most, size int) {
 	if cap(c.d) < na*size {
 		n := max(na, most) * size
-		c.d = make([]float32, n)
-		c.idx = make([]int32, n)
+		c.d = hugemem.Make[float32](n)
+		c.idx = hugemem.Make[int32](n)
 	}
 	if cap(c.ptr) < na+1 {
 		c.ptr = make([]int32, max(na, most)+1)
@@ -887,10 +891,10 @@ func (s *State) check(rows []int) {
 	c := &s.h.cls
 	hin := s.input(c.in)
 	t := c.top
-	tmp := make([]float32, c.hdim)
-	tracked := make([]int32, t+1)
-	moves := make([]float32, t+1)
-	var redo []int
+	sc := &s.scr
+	sc.tmp, sc.tracked, sc.moves = reuse(sc.tmp, c.hdim), reuse(sc.tracked, t+1), reuse(sc.moves, t+1)
+	tmp, tracked, moves := sc.tmp, sc.tracked, sc.moves
+	redo := sc.redo[:0]
 	for _, row := range rows {
 		a := hin[row*c.hdim : (row+1)*c.hdim]
 		b := s.h0[row*c.hdim : (row+1)*c.hdim]
@@ -941,6 +945,7 @@ func (s *State) check(rows []int) {
 		}
 		redo = append(redo, row)
 	}
+	sc.redo = redo
 	s.Stats.Recounted += len(redo)
 	s.logits(redo)
 }

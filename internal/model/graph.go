@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"badprune/internal/hugemem"
 	"badprune/internal/kernels"
 	"badprune/internal/nn"
 )
@@ -96,13 +97,13 @@ func (m *Model) Build(opt GraphOptions) (*Graph, error) {
 			continue
 		}
 		shape := append([]int{opt.Batch}, l.Shape...)
-		buf := make([]float32, opt.Batch*l.Size())
+		buf := hugemem.Make[float32](opt.Batch * l.Size())
 		gr.feeds[name] = buf
 		gr.Nodes[name] = gr.tensor("feed/"+name, buf, shape...)
 	}
 	if need[m.Input.Name] && gr.feeds[m.Input.Name] == nil {
 		h, w, c := m.InputShape()
-		gr.xBuf = make([]float32, opt.Batch*h*w*c)
+		gr.xBuf = hugemem.Make[float32](opt.Batch * h * w * c)
 		gr.X = gr.tensor("input", gr.xBuf, opt.Batch, h, w, c)
 	}
 

@@ -15,6 +15,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"badprune/internal/hugemem"
 	"badprune/internal/kernels"
 )
 
@@ -85,7 +86,7 @@ func (b base) float64s(n int) []float64 {
 		return make([]float64, n)
 	}
 	if cap(b.keep.f64) < n {
-		b.keep.f64 = make([]float64, n)
+		b.keep.f64 = hugemem.Make[float64](n)
 	}
 	return b.keep.f64[:n]
 }
@@ -98,7 +99,7 @@ func (b base) out(prealloc G.Value, s tensor.Shape) (*tensor.Dense, []float32) {
 		return out(prealloc, s)
 	}
 	if t := b.keep.t; t == nil || !t.Shape().Eq(s) {
-		b.keep.t = tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float32))
+		b.keep.t = tensor.New(tensor.WithShape(s...), tensor.WithBacking(hugemem.Make[float32](s.TotalSize())))
 	}
 	return b.keep.t, b.keep.t.Data().([]float32)
 }
