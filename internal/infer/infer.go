@@ -15,7 +15,7 @@ import (
 )
 
 // DefaultBatch is the number of images per graph run.
-const DefaultBatch = 256
+const DefaultBatch = 128
 
 // Argmax returns the index of the first largest value of each row of k values.
 func Argmax(rows []float32, k int, out []int) {

@@ -302,7 +302,6 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	// channels and keeping the head's inputs for the steps.
 	rank := m.Layer(cfg.RankLayer)
 	rc := rank.Channels()
-	sums := make([]float64, rc)
 	sizes := make([]int, len(inputs))
 	cache := make([][]float32, len(inputs))
 	for i, name := range inputs {
@@ -311,21 +310,13 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	}
 	cfg.Progress.Start("ranking on "+cfg.Valid.Path, cfg.Valid.N, "images")
 	var mem h5data.Batches // both sets stream through the same memory
+	sums := newChannelSums(rc, rank.Size())
 	err = cfg.Valid.StreamWith(ctx, cfg.Batch, &mem, func(b h5data.Batch) error {
 		res, err := tr.Run(b.X, b.N)
 		if err != nil {
 			return err
 		}
-		r := res[rankAt][:b.N*rank.Size()]
-		part := make([]float64, rc)
-		for p := 0; p < len(r); p += rc {
-			for c, v := range r[p : p+rc] {
-				part[c] += float64(v)
-			}
-		}
-		for c := range sums {
-			sums[c] += part[c]
-		}
+		sums.add(res[rankAt], b.N)
 		for i := range inputs {
 			cache[i] = append(cache[i], res[i][:b.N*sizes[i]]...)
 		}
@@ -337,8 +328,8 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	}
 	per := float64(cfg.Valid.N) * float64(rank.Size()/rc)
 	cv := &Curve{Mean: make([]float64, rc), N: cfg.Valid.N}
-	for c := range sums {
-		cv.Mean[c] = sums[c] / per
+	for c, s := range sums.total() {
+		cv.Mean[c] = s / per
 	}
 	cv.Order = Rank(cv.Mean)
 
@@ -411,7 +402,8 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 				in = make([][]float32, len(inputs))
 			}
 			for i := range inputs {
-				in[i] = append(in[i][:0], res[i][:b.N*sizes[i]]...)
+				in[i] = hugemem.Grow(in[i], b.N*sizes[i])
+				copy(in[i], res[i][:b.N*sizes[i]])
 			}
 			pool.Go(job(cv.BDHits, in, b.Labels, func() {
 				select {
@@ -430,6 +422,52 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		return nil, err
 	}
 	return cv, nil
+}
+
+// channelSums sums a layer's values per channel, image after image. The
+// images' values are summed in blocks of meanBlock images, each block's
+// sums then added to the total: summed in this order whatever the batch
+// size, the means do not depend on it.
+type channelSums struct {
+	rc, size int // channels; values per image
+	images   int // added so far
+	sum      []float64
+	part     []float64 // of the current block
+}
+
+const meanBlock = 256
+
+func newChannelSums(rc, size int) *channelSums {
+	return &channelSums{rc: rc, size: size, sum: make([]float64, rc), part: make([]float64, rc)}
+}
+
+// add adds the first n images of r (n rows of size values, NHWC).
+func (s *channelSums) add(r []float32, n int) {
+	for i := 0; i < n; i++ {
+		for p := i * s.size; p < (i+1)*s.size; p += s.rc {
+			for c, v := range r[p : p+s.rc] {
+				s.part[c] += float64(v)
+			}
+		}
+		if s.images++; s.images%meanBlock == 0 {
+			s.flush()
+		}
+	}
+}
+
+func (s *channelSums) flush() {
+	for c := range s.sum {
+		s.sum[c] += s.part[c]
+	}
+	clear(s.part)
+}
+
+// total returns the sums of every image added.
+func (s *channelSums) total() []float64 {
+	if s.images%meanBlock != 0 {
+		s.flush()
+	}
+	return s.sum
 }
 
 // steps1 prunes order one channel at a time on a chunk of samples and

@@ -1,11 +1,15 @@
 package prune
 
 import (
+	"context"
 	"errors"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 
+	"badprune/internal/dataset"
 	"badprune/internal/model"
 	"badprune/internal/testsupport/fixture"
 )
@@ -194,5 +198,84 @@ func TestPruningRefusals(t *testing.T) {
 		&model.Layer{Name: "act", Kind: model.Activation, Act: "tanh"})
 	if err := CheckLayers(ok, "conv", "act"); err != nil {
 		t.Errorf("conv, bn, rescaling, tanh: %v", err)
+	}
+}
+
+// TestRunBatchSizes: the curve, and the means to their last bit, are the
+// same whatever the batch size (the lab's demo sets: 512 clean images, two
+// blocks of the means' sum, and 256 poisoned).
+func TestRunBatchSizes(t *testing.T) {
+	const lab = "../../testdata/lab/"
+	m, err := model.Load(lab + "models/bd_net.h5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(batch int) *Curve {
+		d := dataset.Options{DataKey: "data", LabelKey: "label", Scale: 1, Batch: batch}
+		valid, err := d.Open(lab+"data/cl/valid.h5", m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer valid.Close()
+		bd, err := d.Open(lab+"data/bd/bd_valid.h5", m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bd.Close()
+		c, err := Run(context.Background(), Config{Model: m, Layer: "conv_3", RankLayer: "pool_3", Valid: valid, BDValid: bd, Batch: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	want := run(256)
+	for _, batch := range []int{100, 37} {
+		got := run(batch)
+		for c := range want.Mean {
+			if math.Float64bits(got.Mean[c]) != math.Float64bits(want.Mean[c]) {
+				t.Fatalf("batch %d: mean of channel %d = %v, %v with batches of 256", batch, c, got.Mean[c], want.Mean[c])
+			}
+		}
+		if !slices.Equal(got.Order, want.Order) || !slices.Equal(got.Hits, want.Hits) || !slices.Equal(got.BDHits, want.BDHits) {
+			t.Fatalf("batch %d: a curve other than with batches of 256", batch)
+		}
+	}
+}
+
+// TestChannelSums: the sums have the same bits in any batches, on values
+// whose sum does depend on the order they are added in (the test checks
+// that first).
+func TestChannelSums(t *testing.T) {
+	const rc, size, n = 3, 6, 700 // two positions per image
+	r := rand.New(rand.NewPCG(1, 2))
+	x := make([]float32, n*size)
+	for i := range x {
+		x[i] = float32(math.Ldexp(r.Float64(), r.IntN(60)-30))
+	}
+	sum := func(batch, flushEvery int) []float64 {
+		s := newChannelSums(rc, size)
+		for lo := 0; lo < n; lo += batch {
+			k := min(batch, n-lo)
+			s.add(x[lo*size:(lo+k)*size], k)
+			if flushEvery > 0 {
+				s.flush() // the order of a sum per batch
+			}
+		}
+		return s.total()
+	}
+	want := sum(meanBlock, 0)
+	differs := false
+	for c, v := range sum(37, 1) {
+		differs = differs || math.Float64bits(v) != math.Float64bits(want[c])
+	}
+	if !differs {
+		t.Fatal("the values' sums do not depend on the order: the test shows nothing")
+	}
+	for _, batch := range []int{1, 37, 100, 256, 700} {
+		for c, v := range sum(batch, 0) {
+			if math.Float64bits(v) != math.Float64bits(want[c]) {
+				t.Fatalf("batches of %d: channel %d sums to %v, %v in batches of %d", batch, c, v, want[c], meanBlock)
+			}
+		}
 	}
 }
