@@ -14,6 +14,10 @@
 // final logits are recomputed only when a bound on the change of the
 // classifier's input cannot rule out a change of the predicted class.
 //
+// A State's work runs on the goroutine that calls it (its kernels are
+// Serial): callers spread states over the cores, as the pruning steps and
+// the GoodNet's evaluation do.
+//
 // A head with layers the sparse updates do not cover (BatchNormalization,
 // average or global pooling, Concatenate, activations other than ReLU, a
 // classifier that is not a plain Dense layer) takes the general path:
@@ -219,6 +223,7 @@ func newNode(m *model.Model, l *model.Layer, in []int) (*node, error) {
 	case model.Dense:
 		ks := l.KernelShape
 		nd.conv = kernels.NewDense(l.Kernel, bias(), ks[0], ks[1])
+		nd.conv.Serial = true
 		nd.dconv = nd.conv.WithBias(nil)
 		nd.w = l.Kernel
 		nd.k = ks[0]
@@ -226,6 +231,7 @@ func newNode(m *model.Model, l *model.Layer, in []int) (*node, error) {
 		ks := l.KernelShape
 		src := m.Layer(l.Inputs[0]).Shape
 		nd.conv = kernels.NewConv(l.Kernel, bias(), ks[0], ks[1], ks[2], ks[3], l.SH, l.SW)
+		nd.conv.Serial = true
 		nd.w = l.Kernel
 		if l.Same {
 			nd.padT, nd.padB, nd.padL, nd.padR = model.SamePad(src[0], src[1], ks[0], ks[1], l.SH, l.SW)
@@ -255,6 +261,7 @@ func newClassifier(l *model.Layer, in int) classifier {
 	}
 	c := classifier{l: l, in: in, hdim: ks[0], k: ks[1], dense: kernels.NewDense(l.Kernel, bias, ks[0], ks[1]),
 		top: min(topK, ks[1])}
+	c.dense.Serial = true
 	c.wt = make([]float32, c.k*c.hdim)
 	for j := 0; j < c.k; j++ {
 		s := 0.0

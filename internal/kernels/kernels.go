@@ -31,10 +31,14 @@ import (
 type Conv struct {
 	KH, KW, C, OC int
 	SH, SW        int
-	packed        []float32 // [KH*KW*C][ldk]
-	bias          []float32 // [ldk]
-	parts         [][]float32
-	gi            []float32 // the kernel as GradInput reads it, 64-byte aligned
+	// Serial runs every call on the calling goroutine. It is for callers
+	// that keep the cores busy themselves (the pruning steps' jobs): a
+	// split there only adds goroutines for the scheduler to hand cores to.
+	Serial bool
+	packed []float32 // [KH*KW*C][ldk]
+	bias   []float32 // [ldk]
+	parts  [][]float32
+	gi     []float32 // the kernel as GradInput reads it, 64-byte aligned
 }
 
 // NewConv packs an HWIO kernel (KH*KW*C*OC values) and its OC biases.
@@ -71,7 +75,7 @@ func (cv *Conv) Pack(kernel, bias []float32) {
 // without its bias, and a second packing of its kernel would be a second
 // copy to fault in.
 func (cv *Conv) WithBias(bias []float32) *Conv {
-	c := &Conv{KH: cv.KH, KW: cv.KW, C: cv.C, OC: cv.OC, SH: cv.SH, SW: cv.SW, packed: cv.packed, bias: make([]float32, len(cv.bias))}
+	c := &Conv{KH: cv.KH, KW: cv.KW, C: cv.C, OC: cv.OC, SH: cv.SH, SW: cv.SW, Serial: cv.Serial, packed: cv.packed, bias: make([]float32, len(cv.bias))}
 	copy(c.bias, bias)
 	return c
 }
@@ -87,6 +91,17 @@ func OutSize(n, k, s int) int { return (n-k)/s + 1 }
 
 // parallel runs f over [0,n) in parts of at least minPart, one per worker.
 func parallel(n, minPart int, f func(lo, hi int)) { workpool.Split(n, minPart, f) }
+
+// parallel is parallel unless cv is Serial.
+func (cv *Conv) parallel(n, minPart int, f func(lo, hi int)) {
+	if cv.Serial {
+		if n > 0 {
+			f(0, n)
+		}
+		return
+	}
+	parallel(n, minPart, f)
+}
 
 func fptr(s []float32) *C.float {
 	if len(s) == 0 {
@@ -107,7 +122,7 @@ func (cv *Conv) Forward(in []float32, n, h, w int, relu bool, out []float32) {
 	if outSz < 4096 { // small images (dense layers): keep each cgo call worth its cost
 		minPart = 4096/outSz + 1
 	}
-	parallel(n, minPart, func(lo, hi int) {
+	cv.parallel(n, minPart, func(lo, hi int) {
 		C.bp_conv2d(fptr(in[lo*inSz:]), C.int(hi-lo), C.int(h), C.int(w), C.int(cv.C),
 			fptr(cv.packed), fptr(cv.bias), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
 			C.int(cv.SH), C.int(cv.SW), cbool(relu), fptr(out[lo*outSz:]), C.int(oh), C.int(ow))
@@ -129,7 +144,7 @@ func (cv *Conv) ForwardPool(in []float32, n, h, w int, relu bool, out []float32)
 	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
 	_ = in[n*inSz-1]
 	_ = out[n*outSz-1]
-	parallel(n, 1, func(lo, hi int) {
+	cv.parallel(n, 1, func(lo, hi int) {
 		C.bp_conv2d_pool(fptr(in[lo*inSz:]), C.int(hi-lo), C.int(h), C.int(w), C.int(cv.C),
 			fptr(cv.packed), fptr(cv.bias), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
 			C.int(cv.SH), C.int(cv.SW), cbool(relu), fptr(out[lo*outSz:]), C.int(oh), C.int(ow))
@@ -288,7 +303,7 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 			cv.parts[p] = make([]float32, nk+cv.OC)
 		}
 	}
-	parallel(parts, 1, func(lo, hi int) {
+	cv.parallel(parts, 1, func(lo, hi int) {
 		for p := lo; p < hi; p++ {
 			a, b := n*p/parts, n*(p+1)/parts
 			if a == b {
@@ -311,7 +326,7 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 		}
 	})
 	// The parts are summed in their order whatever the number of cores.
-	parallel(nk+cv.OC, 1<<14, func(lo, hi int) {
+	cv.parallel(nk+cv.OC, 1<<14, func(lo, hi int) {
 		for p := 1; p < parts; p++ {
 			if n*p/parts == n*(p+1)/parts {
 				continue
@@ -342,7 +357,7 @@ func (cv *Conv) GradInput(dout, k []float32, n, h, w int, din []float32) {
 		cv.gi = aligned64(cv.gi, need+16)
 		C.bp_gi_pack(fptr(k), C.int(cv.KH), C.int(cv.KW), C.int(cv.C), C.int(cv.OC), set, fptr(cv.gi))
 	}
-	parallel(n, 4, func(lo, hi int) {
+	cv.parallel(n, 4, func(lo, hi int) {
 		C.bp_conv2d_grad_input_packed(fptr(dout[lo*outSz:]), fptr(k), fptr(cv.gi), C.int(hi-lo), C.int(h),
 			C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC), C.int(cv.SH),
 			C.int(cv.SW), C.int(oh), C.int(ow), fptr(din[lo*inSz:]), set)

@@ -486,3 +486,36 @@ func TestWithBias(t *testing.T) {
 		}
 	}
 }
+
+// TestSerial: a Serial Conv's calls give the split calls' bits, every
+// image of the batch written.
+func TestSerial(t *testing.T) {
+	r := rand.New(rand.NewPCG(25, 26))
+	const n, h, w, c, kh, kw, oc = 40, 9, 8, 5, 3, 3, 12
+	k, b := randSlice(r, kh*kw*c*oc, -1, 1), randSlice(r, oc, -1, 1)
+	x := randSlice(r, n*h*w*c, -1, 1)
+	split, serial := NewConv(k, b, kh, kw, c, oc, 1, 1), NewConv(k, b, kh, kw, c, oc, 1, 1)
+	serial.Serial = true
+	for _, pool := range []bool{false, true} {
+		size := n * OutSize(h, kh, 1) * OutSize(w, kw, 1) * oc
+		if pool {
+			size = n * (OutSize(h, kh, 1) / 2) * (OutSize(w, kw, 1) / 2) * oc
+		}
+		want, got := make([]float32, size), make([]float32, size)
+		for i := range got {
+			got[i] = float32(math.NaN())
+		}
+		if pool {
+			split.ForwardPool(x, n, h, w, true, want)
+			serial.ForwardPool(x, n, h, w, true, got)
+		} else {
+			split.Forward(x, n, h, w, true, want)
+			serial.Forward(x, n, h, w, true, got)
+		}
+		for i := range got {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("pool %v: out[%d] = %v serial, %v split", pool, i, got[i], want[i])
+			}
+		}
+	}
+}
