@@ -452,13 +452,17 @@ func (s *State) setLive() {
 		return
 	}
 	s.live = reuse(s.live, s.N)
-	clear(s.live)
 	for row := 0; row < s.N; row++ {
-		for q, v := range s.P[row*h.maskSize : (row+1)*h.maskSize] {
-			if v != 0 {
-				s.live[row] |= 1 << (q % h.C)
+		var live uint64
+		p := s.P[row*h.maskSize : (row+1)*h.maskSize]
+		for at := 0; at < len(p); at += h.C { // a position's channels
+			for c, v := range p[at : at+h.C] {
+				if v != 0 {
+					live |= 1 << c
+				}
 			}
 		}
+		s.live[row] = live
 	}
 }
 
