@@ -379,9 +379,8 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	cleanDone := make(chan struct{})
 	go func() {
 		defer close(cleanDone)
-		const chunk = 256
-		for lo := 0; lo < cfg.Valid.N; lo += chunk {
-			hi := min(lo+chunk, cfg.Valid.N)
+		for lo := 0; lo < cfg.Valid.N; lo += stepChunk {
+			hi := min(lo+stepChunk, cfg.Valid.N)
 			in := make([][]float32, len(inputs))
 			for i := range inputs {
 				in[i] = cache[i][lo*sizes[i] : hi*sizes[i]]
@@ -390,27 +389,41 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		}
 	}()
 	if cfg.BDValid != nil {
+		// Poisoned batches are gathered into chunks of at least stepChunk
+		// samples, as the clean set is cut.
+		var in [][]float32
+		lo, n := 0, 0 // the chunk's first sample and its samples so far
+		send := func() {
+			chunk := in
+			pool.Go(job(cv.BDHits, chunk, cfg.BDValid.Labels[lo:lo+n], func() {
+				select {
+				case bdFree <- chunk:
+				default:
+				}
+			}))
+			in, lo, n = nil, lo+n, 0
+		}
 		err = cfg.BDValid.StreamWith(ctx, cfg.Batch, &mem, func(b h5data.Batch) error {
 			res, err := tr.Run(b.X, b.N)
 			if err != nil {
 				return err
 			}
-			var in [][]float32
-			select {
-			case in = <-bdFree:
-			default:
-				in = make([][]float32, len(inputs))
+			if in == nil {
+				select {
+				case in = <-bdFree:
+				default:
+					in = make([][]float32, len(inputs))
+				}
+				for i := range inputs { // room for the largest chunk
+					in[i] = hugemem.Grow(in[i], (stepChunk+cfg.Batch-1)*sizes[i])[:0]
+				}
 			}
 			for i := range inputs {
-				in[i] = hugemem.Grow(in[i], b.N*sizes[i])
-				copy(in[i], res[i][:b.N*sizes[i]])
+				in[i] = append(in[i], res[i][:b.N*sizes[i]]...)
 			}
-			pool.Go(job(cv.BDHits, in, b.Labels, func() {
-				select {
-				case bdFree <- in:
-				default:
-				}
-			}))
+			if n += b.N; n >= stepChunk || lo+n == cfg.BDValid.N {
+				send()
+			}
 			return pool.Err()
 		})
 	}
@@ -469,6 +482,11 @@ func (s *channelSums) total() []float64 {
 	}
 	return s.sum
 }
+
+// stepChunk is how many samples a job of the steps takes: the states of a
+// few hundred samples stay in the caches, and the logits a step recounts
+// come in calls of dozens of rows, not a few.
+const stepChunk = 256
 
 // steps1 prunes order one channel at a time on a chunk of samples and
 // counts the hits before and after each step, in the memory of old (a
