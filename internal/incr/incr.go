@@ -386,14 +386,14 @@ func (h *Head) renew(old *State, n int, labels []int, in [][]float32) *State {
 	// Scratch carries over as it is (the mask point's change relies on
 	// its values being zero but for the entries it lists).
 	s := &State{h: h, N: n, rows: old.rows, lx: old.lx, lz: old.lz, dp: old.dp, changes: old.changes, scr: old.scr, labels: labels}
-	s.P = reuse(old.P, n*h.maskSize)
+	s.P = hugemem.Grow(old.P, n*h.maskSize)
 	copy(s.P, in[0][:n*h.maskSize])
 	for e, l := range h.External {
-		buf := reuse(at(old.ext, e), n*l.Size())
+		buf := hugemem.Grow(at(old.ext, e), n*l.Size())
 		copy(buf, in[1+e][:n*l.Size()])
 		s.ext = append(s.ext, buf)
 	}
-	s.live, s.Pred = old.live, reuse(old.Pred, n)
+	s.live, s.Pred = old.live, hugemem.Grow(old.Pred, n)
 	if h.General {
 		s.setLive()
 		clear(s.Pred) // a sample the graph fails on keeps class 0
@@ -409,20 +409,20 @@ func (h *Head) renew(old *State, n int, labels []int, in [][]float32) *State {
 	for i, nd := range h.nodes {
 		// forward writes every value: nothing needs clearing.
 		if !nd.alias {
-			s.out[i] = reuse(at(old.out, i), n*nd.size)
+			s.out[i] = hugemem.Grow(at(old.out, i), n*nd.size)
 		}
 		if nd.conv != nil && nd.relu {
-			s.pre[i] = reuse(at(old.pre, i), n*nd.size)
+			s.pre[i] = hugemem.Grow(at(old.pre, i), n*nd.size)
 		}
 	}
 	h.forward(s.P, s.ext, n, s.pre, s.out)
 	s.setLive()
-	s.h0 = reuse(old.h0, n*h.cls.hdim) // logits writes these for every row
-	s.top = reuse(old.top, n*h.cls.top)
-	s.topL = reuse(old.topL, n*h.cls.top)
-	s.rest = reuse(old.rest, n)
+	s.h0 = hugemem.Grow(old.h0, n*h.cls.hdim) // logits writes these for every row
+	s.top = hugemem.Grow(old.top, n*h.cls.top)
+	s.topL = hugemem.Grow(old.topL, n*h.cls.top)
+	s.rest = hugemem.Grow(old.rest, n)
 	if labels != nil {
-		s.zy = reuse(old.zy, n)
+		s.zy = hugemem.Grow(old.zy, n)
 	}
 	rows := make([]int, n)
 	for i := range rows {
@@ -431,10 +431,6 @@ func (h *Head) renew(old *State, n int, labels []int, in [][]float32) *State {
 	s.logits(rows)
 	return s
 }
-
-// reuse returns b with length n, reallocated only when too small (a
-// large state's buffers on huge pages); its values are left as they are.
-func reuse[T any](b []T, n int) []T { return hugemem.Grow(b, n) }
 
 // at is s[i], or nil past its end.
 func at(s [][]float32, i int) []float32 {
@@ -451,7 +447,7 @@ func (s *State) setLive() {
 		s.live = nil
 		return
 	}
-	s.live = reuse(s.live, s.N)
+	s.live = hugemem.Grow(s.live, s.N)
 	for row := 0; row < s.N; row++ {
 		var live uint64
 		p := s.P[row*h.maskSize : (row+1)*h.maskSize]
@@ -608,15 +604,15 @@ func (s *State) logits(rows []int) {
 		return
 	}
 	hin := s.input(c.in)
-	s.lx = reuse(s.lx, len(rows)*c.hdim)
-	s.lz = reuse(s.lz, len(rows)*c.k)
+	s.lx = hugemem.Grow(s.lx, len(rows)*c.hdim)
+	s.lz = hugemem.Grow(s.lz, len(rows)*c.k)
 	x, z := s.lx, s.lz
 	for r, row := range rows {
 		copy(x[r*c.hdim:(r+1)*c.hdim], hin[row*c.hdim:(row+1)*c.hdim])
 	}
 	c.dense.Forward(x, len(rows), 1, 1, false, z)
 	t := c.top
-	s.scr.idx, s.scr.val = reuse(s.scr.idx, t+1), reuse(s.scr.val, t+1)
+	s.scr.idx, s.scr.val = hugemem.Grow(s.scr.idx, t+1), hugemem.Grow(s.scr.val, t+1)
 	idx, val := s.scr.idx, s.scr.val
 	for r, row := range rows {
 		n := kernels.TopN(z[r*c.k:(r+1)*c.k], idx, val)
@@ -903,7 +899,7 @@ func (s *State) check(rows []int) {
 	hin := s.input(c.in)
 	t := c.top
 	sc := &s.scr
-	sc.tmp, sc.tracked, sc.moves = reuse(sc.tmp, c.hdim), reuse(sc.tracked, t+1), reuse(sc.moves, t+1)
+	sc.tmp, sc.tracked, sc.moves = hugemem.Grow(sc.tmp, c.hdim), hugemem.Grow(sc.tracked, t+1), hugemem.Grow(sc.moves, t+1)
 	tmp, tracked, moves := sc.tmp, sc.tracked, sc.moves
 	redo := sc.redo[:0]
 	for _, row := range rows {
