@@ -451,8 +451,8 @@ func (s *State) setLive() {
 	for row := 0; row < s.N; row++ {
 		var live uint64
 		p := s.P[row*h.maskSize : (row+1)*h.maskSize]
-		for at := 0; at < len(p); at += h.C { // a position's channels
-			for c, v := range p[at : at+h.C] {
+		for pos := 0; pos < len(p); pos += h.C { // a position's channels
+			for c, v := range p[pos : pos+h.C] {
 				if v != 0 {
 					live |= 1 << c
 				}
