@@ -20,6 +20,7 @@ import (
 // nil, the poisoned set, and returns the rows: B, then for each B' a B' row
 // and a G row.
 func Evaluate(ctx context.Context, b *model.Model, repaired []*model.Model, test, bd *h5data.Set, batch int, rep *progress.Reporter) ([]report.Row, error) {
+	defer workpool.SpareP()() // the heads' long cgo calls on every core
 	clean, err := Predict(ctx, test, b, repaired, batch, rep)
 	if err != nil {
 		return nil, err

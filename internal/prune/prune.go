@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -282,6 +283,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		return nil, &LayerError{Name: cfg.Layer, Problem: err.Error()}
 	}
 	defer head.Close()
+	defer workpool.SpareP()() // the trunk's and the steps' long cgo calls on every core
 	if cfg.Batch < 1 {
 		cfg.Batch = 256
 	}
@@ -498,6 +500,10 @@ func steps1(h *incr.Head, old *incr.State, in [][]float32, labels []int, order [
 	for k, c := range order {
 		s.Zero([]int{c})
 		hits[k+1] = metrics.Hits(s.Pred, labels)
+		// A goroutine that has run for 10 ms without a scheduling point is
+		// taken for a hog: Go's monitor takes its P if it finds it in a
+		// cgo call, as it mostly would. A job's steps take longer.
+		runtime.Gosched()
 	}
 	st, err := s.Stats, s.Err()
 	select {

@@ -10,8 +10,25 @@ import (
 	"sync/atomic"
 )
 
-// Workers is the number of goroutines work is spread over.
-func Workers() int { return runtime.GOMAXPROCS(0) }
+// Workers is the number of goroutines work is spread over: one per core Go
+// may use, whether or not a SpareP is in force.
+func Workers() int { return min(runtime.GOMAXPROCS(0), runtime.NumCPU()) }
+
+// SpareP lets Go run one goroutine more than there are cores until the
+// returned function is called, if it may use every core (GOMAXPROCS is the
+// number of CPUs; a lower setting is left alone); Workers does not change.
+// It is for work that spends its time in long cgo calls on every core:
+// with every P in such a call, Go's monitor thread takes Ps away from them
+// and wakes threads to run them (each a handoff between threads, dear in a
+// virtual machine); with a P idle it leaves them be. Calls do not nest.
+func SpareP() (restore func()) {
+	n := runtime.NumCPU()
+	if runtime.GOMAXPROCS(0) != n {
+		return func() {}
+	}
+	runtime.GOMAXPROCS(n + 1)
+	return func() { runtime.GOMAXPROCS(n) }
+}
 
 // Split cuts [0, n) into contiguous parts, each at least minPart long,
 // runs f on each concurrently and waits for all. There are up to

@@ -2,6 +2,7 @@ package workpool
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -83,6 +84,31 @@ func TestSplitParts(t *testing.T) {
 			if w > 1 && n >= partsPerWorker*w*minPart && len(a) != partsPerWorker*w {
 				t.Errorf("n=%d minPart=%d: %d parts, want %d", n, minPart, len(a), partsPerWorker*w)
 			}
+		}
+	}
+}
+
+// TestSpareP checks that SpareP adds one P only when Go may use every CPU,
+// that restore takes it back, and that Workers stays the number of cores.
+func TestSpareP(t *testing.T) {
+	n := runtime.NumCPU()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(n))
+	for _, procs := range []int{n, max(n-1, 1)} {
+		runtime.GOMAXPROCS(procs)
+		want := procs
+		if procs == n {
+			want = n + 1
+		}
+		restore := SpareP()
+		if got := runtime.GOMAXPROCS(0); got != want {
+			t.Errorf("GOMAXPROCS %d of %d CPUs: %d during SpareP, want %d", procs, n, got, want)
+		}
+		if got := Workers(); got != procs {
+			t.Errorf("GOMAXPROCS %d of %d CPUs: %d workers during SpareP, want %d", procs, n, got, procs)
+		}
+		restore()
+		if got := runtime.GOMAXPROCS(0); got != procs {
+			t.Errorf("GOMAXPROCS %d of %d CPUs: %d after restore", procs, n, got)
 		}
 	}
 }
