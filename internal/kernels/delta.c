@@ -415,11 +415,11 @@ static inline int topn_insert(float v, int j, int m, int k, int *idx, float *val
 	return m < k ? m + 1 : m;
 }
 
-// topn_512 is bp_topn testing 16 values at once against the smallest kept
-// one: !(v <= smallest), as the scalar test (NaN gets in), lane by lane in
-// index order, so the result is the same.
+// topn_scan_512 is bp_topn testing 16 values at once against the smallest
+// kept one: !(v <= smallest), as the scalar test (NaN gets in), lane by lane
+// in index order, so the result is the same.
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static int
-topn_512(const float *z, int n, int k, int *idx, float *val) {
+topn_scan_512(const float *z, int n, int k, int *idx, float *val) {
 	int m = 0, j = 0;
 	for (; j < n && m < k; j++) m = topn_insert(z[j], j, m, k, idx, val);
 	for (; j + 16 <= n; j += 16) {
@@ -434,6 +434,46 @@ topn_512(const float *z, int n, int k, int *idx, float *val) {
 	}
 	for (; j < n; j++)
 		if (!(z[j] <= val[k - 1])) m = topn_insert(z[j], j, m, k, idx, val);
+	return m;
+}
+
+// topn_512 is bp_topn in two passes. The maxima of the 16 lanes over z's
+// whole vectors are 16 of its values, so their k-th largest, T, is at most
+// z's k-th largest: only values >= T can be among the k largest. Those few
+// are then inserted in index order, as by the scan, with the same result;
+// the scan's repeated insertions into the kept values (every value larger
+// than the smallest kept, about k ln(n/k) of them) were most of its time.
+// With a NaN, whose place depends on the order of insertion, it scans.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static int
+topn_512(const float *z, int n, int k, int *idx, float *val) {
+	if (k > 16 || n < 32) return topn_scan_512(z, n, k, idx, val);
+	__m512 mx = _mm512_loadu_ps(z);
+	__mmask16 nan = _mm512_cmp_ps_mask(mx, mx, _CMP_UNORD_Q);
+	int j = 16;
+	for (; j + 16 <= n; j += 16) {
+		const __m512 v = _mm512_loadu_ps(z + j);
+		nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+		mx = _mm512_max_ps(mx, v);
+	}
+	for (int i = j; i < n; i++)
+		if (z[i] != z[i]) nan = 1;
+	if (nan) return topn_scan_512(z, n, k, idx, val);
+	float lane[16], tv[16];
+	int ti[16], m = 0;
+	_mm512_storeu_ps(lane, mx);
+	for (int i = 0; i < 16; i++)
+		if (!(m == k && lane[i] <= tv[k - 1])) m = topn_insert(lane[i], i, m, k, ti, tv);
+	const float T = tv[k - 1];
+	const __m512 t = _mm512_set1_ps(T);
+	m = 0;
+	for (j = 0; j + 16 <= n; j += 16) {
+		for (__mmask16 in = _mm512_cmp_ps_mask(_mm512_loadu_ps(z + j), t, _CMP_GE_OQ); in; in &= in - 1) {
+			const int b = __builtin_ctz(in);
+			if (!(m == k && z[j + b] <= val[k - 1])) m = topn_insert(z[j + b], j + b, m, k, idx, val);
+		}
+	}
+	for (; j < n; j++)
+		if (z[j] >= T && !(m == k && z[j] <= val[k - 1])) m = topn_insert(z[j], j, m, k, idx, val);
 	return m;
 }
 

@@ -229,7 +229,7 @@ func TestTopNScan(t *testing.T) {
 	inf, nan := float32(math.Inf(1)), float32(math.NaN())
 	for _, n := range []int{64, 65, 100, 1283} {
 		for _, k := range []int{1, 5, 16} {
-			for trial := 0; trial < 30; trial++ {
+			for trial := 0; trial < 60; trial++ {
 				z := randSlice(r, n, -3, 3)
 				switch trial % 5 {
 				case 1:
@@ -244,6 +244,14 @@ func TestTopNScan(t *testing.T) {
 				case 4:
 					for i := range z {
 						z[i] = float32(r.IntN(3))
+					}
+				}
+				if trial%6 == 5 { // signed zeros tie; the largest values in one lane or in order
+					for i := range z {
+						z[i] = float32(math.Copysign(0, float64(r.IntN(2)-1)))
+					}
+					for i := trial % 16; i < n; i += 16 * (1 + trial%3) {
+						z[i] = float32(i)
 					}
 				}
 				wi, wv, wm := scan(z, k)
