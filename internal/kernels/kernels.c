@@ -228,6 +228,76 @@ K512(6, 2)
 K512(6, 3)
 K512(6, 4)
 
+// kern_512pp is the pooled tile of kern_512 (mr 8: two pool windows) for
+// layers of 33..40 channels (the lab's conv_2 has 40), two pixels in five
+// vectors where three vectors a pixel left 8 of 48 lanes idle: pixel p's
+// channels in lanes 0..39 of the five, q's in 40..79. The middle vector,
+// p's channels 32..39 and q's 0..7, takes a weight vector of both and the
+// two inputs blended. Each output is still its bias, then one FMA per
+// kernel entry in the same order, then the ReLU max: the same bits. The
+// pairs are the upper and lower pixels of a window's column, so the max
+// of a window's two pairs holds kern_512's a (upper row) in lanes 0..39
+// and b (lower row) in 40..79, and the window's max is max(a, b) as there.
+T512 static void kern_512pp(const tile_t *t, const int *toff, int ntaps, int run,
+                            const float *kp, int ldk, const float *bias, int ncols, int relu) {
+	__m512 c[4][5]; // pair p: pixels ip[p] (upper row) and ip[4+p] (lower)
+	{
+		const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
+		const __m512 b3 = _mm512_loadu_ps(bias + 8), b4 = _mm512_loadu_ps(bias + 24);
+		const __m512 b2 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(bias + 32)), _mm256_loadu_ps(bias), 1);
+#pragma GCC unroll 4
+		for (int p = 0; p < 4; p++) {
+			c[p][0] = b0;
+			c[p][1] = b1;
+			c[p][2] = b2;
+			c[p][3] = b3;
+			c[p][4] = b4;
+		}
+	}
+	const float *kt = kp;
+	for (int tp = 0; tp < ntaps; tp++) {
+		const float *a[8];
+#pragma GCC unroll 8
+		for (int r = 0; r < 8; r++) a[r] = t->ip[r] + toff[tp];
+		for (int ci = 0; ci < run; ci++, kt += ldk) {
+			const __m512 w0 = _mm512_loadu_ps(kt), w1 = _mm512_loadu_ps(kt + 16);
+			const __m512 w3 = _mm512_loadu_ps(kt + 8), w4 = _mm512_loadu_ps(kt + 24);
+			const __m512 w2 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(kt + 32)), _mm256_loadu_ps(kt), 1);
+#pragma GCC unroll 4
+			for (int p = 0; p < 4; p++) {
+				const __m512 xp = _mm512_set1_ps(a[p][ci]), xq = _mm512_set1_ps(a[4 + p][ci]);
+				const __m512 xpq = _mm512_mask_broadcastss_ps(xp, 0xFF00, _mm_load_ss(a[4 + p] + ci));
+				c[p][0] = _mm512_fmadd_ps(xp, w0, c[p][0]);
+				c[p][1] = _mm512_fmadd_ps(xp, w1, c[p][1]);
+				c[p][2] = _mm512_fmadd_ps(xpq, w2, c[p][2]);
+				c[p][3] = _mm512_fmadd_ps(xq, w3, c[p][3]);
+				c[p][4] = _mm512_fmadd_ps(xq, w4, c[p][4]);
+			}
+		}
+	}
+	if (relu) {
+		const __m512 z = _mm512_setzero_ps();
+#pragma GCC unroll 4
+		for (int p = 0; p < 4; p++)
+#pragma GCC unroll 5
+			for (int j = 0; j < 5; j++) c[p][j] = _mm512_max_ps(c[p][j], z);
+	}
+	// lanes 8..15 of the first vector, then 0..7 of the second
+	const __m512i mid = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23);
+	const __mmask16 last = (__mmask16)((1u << (ncols - 32)) - 1);
+#pragma GCC unroll 2
+	for (int i = 0; i < 2; i++) {
+		if (i >= t->rows) break;
+		__m512 m[5]; // a in lanes 0..39, b in 40..79
+#pragma GCC unroll 5
+		for (int j = 0; j < 5; j++) m[j] = _mm512_max_ps(c[2 * i][j], c[2 * i + 1][j]);
+		float *o = t->op[i];
+		_mm512_storeu_ps(o, _mm512_max_ps(m[0], _mm512_permutex2var_ps(m[2], mid, m[3])));
+		_mm512_storeu_ps(o + 16, _mm512_max_ps(m[1], _mm512_permutex2var_ps(m[3], mid, m[4])));
+		_mm512_mask_storeu_ps(o + 32, last, _mm512_max_ps(m[2], _mm512_shuffle_f32x4(m[4], m[4], 0xEE)));
+	}
+}
+
 // mr512 is the tile height for blocks of at most nb vectors: the most
 // pixels whose accumulators fit in the 32 registers.
 static int mr512(int nb) { return nb <= 2 ? 12 : nb == 3 ? 8 : 6; }
@@ -714,7 +784,12 @@ static void conv_tile_pool(const conv_t *c, int N, float *out, int OH, int OW) {
 				switch (nb) {
 				case 1: kern_512p_12_1(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu); break;
 				case 2: kern_512p_12_2(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu); break;
-				case 3: kern_512p_8_3(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu); break;
+				case 3:
+					if (c->OC <= 40)
+						kern_512pp(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, c->OC, c->relu);
+					else
+						kern_512p_8_3(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu);
+					break;
 				default: kern_512p_4_4(&t, c->toff, c->KH, c->run, c->kp, c->ldk, c->bias, 0, c->OC, c->relu); break;
 				}
 			}
