@@ -343,9 +343,24 @@ type Batches struct {
 
 // StreamWith is Stream in the memory of mem.
 func (s *Set) StreamWith(ctx context.Context, size int, mem *Batches, fn func(Batch) error) error {
+	return s.StreamHeld(ctx, size, 1, mem, func(b Batch, release func()) error {
+		defer release()
+		return fn(b)
+	})
+}
+
+// StreamHeld is StreamWith for a consumer that works on batches after fn
+// returns, on other goroutines: fn also gets release, to call when done
+// with the batch's X (calls after the first do nothing). The consumer may
+// hold hold batches unreleased while the reader still reads ahead; beyond
+// that the reader waits for a release. fn is called on each batch in
+// order, one at a time. mem may serve another stream once every batch of
+// this one is released.
+func (s *Set) StreamHeld(ctx context.Context, size, hold int, mem *Batches, fn func(b Batch, release func()) error) error {
 	if size < 1 {
 		return errors.New("h5data: batch size < 1")
 	}
+	hold = max(hold, 1)
 	type item struct {
 		b   Batch
 		err error
@@ -355,8 +370,8 @@ func (s *Set) StreamWith(ctx context.Context, size int, mem *Batches, fn func(Ba
 	}
 	sz := s.ImageSize()
 	const depth = 2
-	free := make(chan []float32, depth+1)
-	for i := 0; i < depth+1; i++ {
+	free := make(chan []float32, depth+hold)
+	for i := 0; i < depth+hold; i++ {
 		if i == len(mem.x) {
 			mem.x = append(mem.x, nil)
 		}
@@ -400,10 +415,11 @@ func (s *Set) StreamWith(ctx context.Context, size int, mem *Batches, fn func(Ba
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := fn(it.b); err != nil {
+		var once sync.Once
+		x := it.b.X[:cap(it.b.X)]
+		if err := fn(it.b, func() { once.Do(func() { free <- x }) }); err != nil {
 			return err
 		}
-		free <- it.b.X[:cap(it.b.X)]
 	}
 	return ctx.Err()
 }

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"badprune/internal/h5"
 	"badprune/internal/h5data"
@@ -369,5 +371,58 @@ func TestReadBytes(t *testing.T) {
 			t.Errorf("pixel %v: ReadBytes ok %v, err %v, %d pixels kept", bad, ok, err, len(px))
 		}
 		s.Close()
+	}
+}
+
+// TestStreamHeld: batches worked on after fn returns, on other goroutines,
+// keep their images until released, however late; they come in order, and
+// a consumer does hold several at once.
+func TestStreamHeld(t *testing.T) {
+	s, err := h5data.Open(tiny+"clean_f64_nchw.h5", lab(fixture.TinyClasses))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const batch = 2
+	ref := readAll(t, s, batch, nil)
+	sz := s.ImageSize()
+	for _, hold := range []int{1, 3} {
+		var mem h5data.Batches
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		held, most, next := 0, 0, 0
+		got := make([]float32, len(ref))
+		err := s.StreamHeld(context.Background(), batch, hold, &mem, func(b h5data.Batch, release func()) error {
+			if b.Start != next {
+				t.Errorf("hold %d: batch at %d, want %d", hold, b.Start, next)
+			}
+			next += b.N
+			mu.Lock()
+			held++
+			most = max(most, held)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(30 * time.Millisecond) // the reader goes on meanwhile
+				copy(got[b.Start*sz:], b.X)
+				mu.Lock()
+				held--
+				mu.Unlock()
+				release()
+				release()
+			}()
+			return nil
+		})
+		wg.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next != s.N || !slices.Equal(got, ref) {
+			t.Fatalf("hold %d: %d of %d images streamed, or images overwritten before their release", hold, next, s.N)
+		}
+		if hold > 1 && most < 2 {
+			t.Errorf("hold %d: at most %d batches held at once", hold, most)
+		}
 	}
 }

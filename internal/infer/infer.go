@@ -82,6 +82,10 @@ func (t *Trunk) Run(x []float32, n int) ([][]float32, error) {
 	return res, nil
 }
 
+// SetSerial makes the next runs compute on the calling goroutine alone (on)
+// or spread over the cores (off, the default).
+func (t *Trunk) SetSerial(on bool) { t.r.SetSerial(on) }
+
 // Close releases the graph's machine.
 func (t *Trunk) Close() { t.r.Close() }
 

@@ -433,5 +433,9 @@ func (r *Runner) Run() ([][]float32, error) {
 	return res, nil
 }
 
+// SetSerial makes the next runs compute on the calling goroutine alone
+// (on) or spread over the cores.
+func (r *Runner) SetSerial(on bool) { nn.SetSerial(r.gr.G, on) }
+
 // Close releases the machine.
 func (r *Runner) Close() { r.vm.Close() }

@@ -8,7 +8,6 @@ import (
 	"gorgonia.org/tensor"
 
 	"badprune/internal/kernels"
-	"badprune/internal/workpool"
 )
 
 // The ops of the layers beyond the lab's DeepID: elementwise activations,
@@ -264,7 +263,7 @@ func (op avgPoolOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, erro
 	}
 	n, h, w, c := s[0], s[1], s[2], s[3]
 	t, o := op.out(prealloc, tensor.Shape{n, op.OH, op.OW, c})
-	workpool.Split(n, 1, func(lo, hi int) {
+	op.split(n, 1, func(lo, hi int) {
 		acc := make([]float32, c)
 		for i := lo; i < hi; i++ {
 			img := x[i*h*w*c : (i+1)*h*w*c]
@@ -690,7 +689,7 @@ func (op depthwiseOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, er
 	c, m := ks[2], ks[3]
 	t, o := op.out(prealloc, tensor.Shape{xs[0], oh, ow, c * m})
 	px, _, _ := op.spec.pad(x, xs)
-	workpool.Split(xs[0], 1, func(lo, hi int) {
+	op.split(xs[0], 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			img := px[i*ph*pw*c : (i+1)*ph*pw*c]
 			dst := o[i*oh*ow*c*m : (i+1)*oh*ow*c*m]

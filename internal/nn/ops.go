@@ -17,6 +17,7 @@ import (
 
 	"badprune/internal/hugemem"
 	"badprune/internal/kernels"
+	"badprune/internal/workpool"
 )
 
 // fnType is the type a -> a -> ... -> a of tensors of the given ranks, rank
@@ -72,10 +73,11 @@ func out(prealloc G.Value, s tensor.Shape) (*tensor.Dense, []float32) {
 // kept is what an op keeps between runs of its graph once KeepOutputs has
 // been called: its output tensor, packed kernels and scratch.
 type kept struct {
-	on  bool
-	t   *tensor.Dense
-	cv  *kernels.Conv
-	f64 []float64
+	on     bool
+	serial bool
+	t      *tensor.Dense
+	cv     *kernels.Conv
+	f64    []float64
 }
 
 // float64s is n float64 of scratch: kept under KeepOutputs (a fresh
@@ -108,12 +110,39 @@ func (b base) out(prealloc G.Value, s tensor.Shape) (*tensor.Dense, []float32) {
 // with its buffers under KeepOutputs, else new.
 func (b base) conv(kh, kw, c, oc, sh, sw int) *kernels.Conv {
 	if b.keep == nil || !b.keep.on {
-		return kernels.NewShape(kh, kw, c, oc, sh, sw)
+		cv := kernels.NewShape(kh, kw, c, oc, sh, sw)
+		cv.Serial = b.keep != nil && b.keep.serial
+		return cv
 	}
 	if cv := b.keep.cv; cv == nil || cv.KH != kh || cv.KW != kw || cv.C != c || cv.OC != oc || cv.SH != sh || cv.SW != sw {
 		b.keep.cv = kernels.NewShape(kh, kw, c, oc, sh, sw)
 	}
+	b.keep.cv.Serial = b.keep.serial
 	return b.keep.cv
+}
+
+// split runs f over [0, n) in parts spread over the cores, or on the
+// calling goroutine when the op is serial (SetSerial).
+func (b base) split(n, minPart int, f func(lo, hi int)) {
+	if b.keep != nil && b.keep.serial {
+		if n > 0 {
+			f(0, n)
+		}
+		return
+	}
+	workpool.Split(n, minPart, f)
+}
+
+// SetSerial makes the convolution, dense, average pooling and depthwise
+// ops of this package in g (the work of a network's trunk) compute each
+// run on the calling goroutine (on), for callers that keep the cores busy
+// themselves, or spread it over the cores (off, the default).
+func SetSerial(g *G.ExprGraph, on bool) {
+	for _, n := range g.AllNodes() {
+		if k, ok := n.Op().(interface{ kept() *kept }); ok && k.kept() != nil {
+			k.kept().serial = on
+		}
+	}
 }
 
 // KeepOutputs makes every op of this package in g keep its output tensor

@@ -294,13 +294,21 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		outputs = append(append([]string{}, inputs...), cfg.RankLayer)
 		rankAt = len(outputs) - 1
 	}
-	tr, err := infer.NewTrunk(m, cfg.Batch, outputs...)
-	if err != nil {
-		return nil, err
+	// A trunk per worker, each computing whole batches of its own on the
+	// goroutine that runs it: one trunk split over the cores waited at
+	// every layer for its slowest part (two trunks side by side did 21,200
+	// images/s, one split trunk 16,700). Each takes a share of --batch.
+	trunks := make([]*infer.Trunk, workpool.Workers())
+	size := (cfg.Batch + len(trunks) - 1) / len(trunks) // images a trunk takes
+	for i := range trunks {
+		if trunks[i], err = infer.NewTrunk(m, size, outputs...); err != nil {
+			return nil, err
+		}
+		defer trunks[i].Close()
+		trunks[i].SetSerial(true)
 	}
-	defer tr.Close()
 
-	// Pass 1: the clean set through the trunk, summing the rank layer's
+	// Pass 1: the clean set through the trunks, summing the rank layer's
 	// channels and keeping the head's inputs for the steps.
 	rank := m.Layer(cfg.RankLayer)
 	rc := rank.Channels()
@@ -308,24 +316,12 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	cache := make([][]float32, len(inputs))
 	for i, name := range inputs {
 		sizes[i] = m.Layer(name).Size()
-		cache[i] = hugemem.Make[float32](cfg.Valid.N * sizes[i])[:0]
+		cache[i] = hugemem.Make[float32](cfg.Valid.N * sizes[i])
 	}
 	cfg.Progress.Start("ranking on "+cfg.Valid.Path, cfg.Valid.N, "images")
 	var mem h5data.Batches // both sets stream through the same memory
 	sums := newChannelSums(rc, rank.Size())
-	err = cfg.Valid.StreamWith(ctx, cfg.Batch, &mem, func(b h5data.Batch) error {
-		res, err := tr.Run(b.X, b.N)
-		if err != nil {
-			return err
-		}
-		sums.add(res[rankAt], b.N)
-		for i := range inputs {
-			cache[i] = append(cache[i], res[i][:b.N*sizes[i]]...)
-		}
-		cfg.Progress.Add(b.N)
-		return nil
-	})
-	if err != nil {
+	if err := clean(ctx, cfg, trunks, size, &mem, cache, sizes, rankAt, sums); err != nil {
 		return nil, err
 	}
 	per := float64(cfg.Valid.N) * float64(rank.Size()/rc)
@@ -405,10 +401,17 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 			}))
 			in, lo, n = nil, lo+n, 0
 		}
-		err = cfg.BDValid.StreamWith(ctx, cfg.Batch, &mem, func(b h5data.Batch) error {
-			res, err := tr.Run(b.X, b.N)
+		err = cfg.BDValid.StreamWith(ctx, size, &mem, func(b h5data.Batch) error {
+			// The trunk runs in a worker's place: the cores stay shared
+			// by as many goroutines as there are.
+			var res [][]float32
+			var err error
+			pool.Do(func() { res, err = trunks[0].Run(b.X, b.N) })
 			if err != nil {
 				return err
+			}
+			if res == nil {
+				return pool.Err()
 			}
 			if in == nil {
 				select {
@@ -417,7 +420,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 					in = make([][]float32, len(inputs))
 				}
 				for i := range inputs { // room for the largest chunk
-					in[i] = hugemem.Grow(in[i], (stepChunk+cfg.Batch-1)*sizes[i])[:0]
+					in[i] = hugemem.Grow(in[i], (stepChunk+size-1)*sizes[i])[:0]
 				}
 			}
 			for i := range inputs {
@@ -437,6 +440,83 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		return nil, err
 	}
 	return cv, nil
+}
+
+// clean runs the clean set through the trunks, each taking the next batch
+// when free, writes the head's inputs into cache at each batch's place,
+// and sums the rank layer's channels (output rankAt of the trunks: an
+// input of the head, whose rows are then read back from cache, or the one
+// after them) batch after batch in the set's order, so that the means do
+// not depend on which trunk computed what.
+func clean(ctx context.Context, cfg Config, trunks []*infer.Trunk, size int, mem *h5data.Batches,
+	cache [][]float32, sizes []int, rankAt int, sums *channelSums) error {
+	type job struct {
+		b       h5data.Batch
+		release func()
+		rank    []float32 // the rank layer's rows, unless cached
+		err     error
+		done    chan struct{}
+	}
+	jobs := make(chan *job)
+	var wg sync.WaitGroup
+	for _, t := range trunks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				res, err := t.Run(j.b.X, j.b.N)
+				if err == nil {
+					for i := range cache {
+						copy(cache[i][j.b.Start*sizes[i]:], res[i][:j.b.N*sizes[i]])
+					}
+					if rankAt >= len(cache) {
+						j.rank = append(j.rank[:0], res[rankAt][:j.b.N*sums.size]...)
+					}
+				}
+				j.err = err
+				j.release()
+				close(j.done)
+			}
+		}()
+	}
+	var queue []*job      // sent, not yet summed, in the set's order
+	var spare [][]float32 // rank rows of summed jobs, for the next ones
+	settle := func() error {
+		j := queue[0]
+		queue = queue[1:]
+		<-j.done
+		if j.err != nil {
+			return j.err
+		}
+		rows := j.rank
+		if rankAt < len(cache) {
+			rows = cache[rankAt][j.b.Start*sizes[rankAt] : (j.b.Start+j.b.N)*sizes[rankAt]]
+		}
+		sums.add(rows, j.b.N)
+		spare = append(spare, j.rank)
+		cfg.Progress.Add(j.b.N)
+		return nil
+	}
+	err := cfg.Valid.StreamHeld(ctx, size, len(trunks), mem, func(b h5data.Batch, release func()) error {
+		j := &job{b: b, release: release, done: make(chan struct{})}
+		if n := len(spare); n > 0 {
+			j.rank, spare = spare[n-1], spare[:n-1]
+		}
+		queue = append(queue, j)
+		jobs <- j
+		for len(queue) > len(trunks) {
+			if err := settle(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	close(jobs)
+	for err == nil && len(queue) > 0 {
+		err = settle()
+	}
+	wg.Wait() // every batch released before mem serves the next stream
+	return err
 }
 
 // channelSums sums a layer's values per channel, image after image. The

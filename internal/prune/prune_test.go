@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"badprune/internal/dataset"
+	"badprune/internal/h5data"
+	"badprune/internal/infer"
 	"badprune/internal/model"
 	"badprune/internal/testsupport/fixture"
 )
@@ -203,41 +205,70 @@ func TestPruningRefusals(t *testing.T) {
 
 // TestRunBatchSizes: the curve, and the means to their last bit, are the
 // same whatever the batch size (the lab's demo sets: 512 clean images, two
-// blocks of the means' sum, and 256 poisoned).
+// blocks of the means' sum, and 256 poisoned), for a rank layer that is
+// the head's input (pool_3: its rows read back from the kept activations)
+// and one that is not (conv_3, before the pool); and the means are those
+// of the rank layer's outputs computed in one batch and summed apart.
 func TestRunBatchSizes(t *testing.T) {
 	const lab = "../../testdata/lab/"
 	m, err := model.Load(lab + "models/bd_net.h5")
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(batch int) *Curve {
+	open := func(path string, batch int) *h5data.Set {
 		d := dataset.Options{DataKey: "data", LabelKey: "label", Scale: 1, Batch: batch}
-		valid, err := d.Open(lab+"data/cl/valid.h5", m)
+		s, err := d.Open(path, m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer valid.Close()
-		bd, err := d.Open(lab+"data/bd/bd_valid.h5", m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer bd.Close()
-		c, err := Run(context.Background(), Config{Model: m, Layer: "conv_3", RankLayer: "pool_3", Valid: valid, BDValid: bd, Batch: batch})
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	run := func(rank string, batch int) *Curve {
+		valid, bd := open(lab+"data/cl/valid.h5", batch), open(lab+"data/bd/bd_valid.h5", batch)
+		c, err := Run(context.Background(), Config{Model: m, Layer: "conv_3", RankLayer: rank, Valid: valid, BDValid: bd, Batch: batch})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	want := run(256)
-	for _, batch := range []int{100, 37} {
-		got := run(batch)
-		for c := range want.Mean {
-			if math.Float64bits(got.Mean[c]) != math.Float64bits(want.Mean[c]) {
-				t.Fatalf("batch %d: mean of channel %d = %v, %v with batches of 256", batch, c, got.Mean[c], want.Mean[c])
+	for _, rank := range []string{"pool_3", "conv_3"} {
+		want := run(rank, 256)
+		for _, batch := range []int{100, 37} {
+			got := run(rank, batch)
+			for c := range want.Mean {
+				if math.Float64bits(got.Mean[c]) != math.Float64bits(want.Mean[c]) {
+					t.Fatalf("rank %s, batch %d: mean of channel %d = %v, %v with batches of 256", rank, batch, c, got.Mean[c], want.Mean[c])
+				}
+			}
+			if !slices.Equal(got.Order, want.Order) || !slices.Equal(got.Hits, want.Hits) || !slices.Equal(got.BDHits, want.BDHits) {
+				t.Fatalf("rank %s, batch %d: a curve other than with batches of 256", rank, batch)
 			}
 		}
-		if !slices.Equal(got.Order, want.Order) || !slices.Equal(got.Hits, want.Hits) || !slices.Equal(got.BDHits, want.BDHits) {
-			t.Fatalf("batch %d: a curve other than with batches of 256", batch)
+		valid := open(lab+"data/cl/valid.h5", 256)
+		x, err := valid.ReadAll(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := infer.NewTrunk(m, valid.N, rank)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := tr.Run(x, valid.N)
+		tr.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := len(want.Mean)
+		sum := make([]float64, rc)
+		for i, v := range res[0] {
+			sum[i%rc] += float64(v)
+		}
+		per := float64(len(res[0]) / rc)
+		for c := range sum {
+			if m := sum[c] / per; math.Abs(m-want.Mean[c]) > 1e-9*(1+math.Abs(m)) {
+				t.Fatalf("rank %s: mean of channel %d = %v, %v from one batch", rank, c, want.Mean[c], m)
+			}
 		}
 	}
 }

@@ -103,6 +103,18 @@ func (p *Pool) Go(f func()) {
 	}()
 }
 
+// Do runs f on the calling goroutine once a worker's place is free, which
+// it holds while f runs, unless the context is done.
+func (p *Pool) Do(f func()) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-p.ctx.Done():
+		return
+	}
+	defer func() { <-p.sem }()
+	f()
+}
+
 // Err is the context's error, if any.
 func (p *Pool) Err() error { return p.ctx.Err() }
 
