@@ -114,7 +114,9 @@ func plan(b *model.Model, repaired []*model.Model) (groups []*group, whole []int
 // 0) and each repaired network. Networks that are B with pruned channels
 // share one pass of B's trunk: their heads are derived from B's
 // activations by zeroing channels, each from the largest pruned set
-// already computed that it contains.
+// already computed that it contains. Each core's worker takes whole
+// batches through its own graphs, on its own goroutine: a graph split over
+// the cores waited at every layer for the slowest part.
 func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*model.Model, batch int, rep *progress.Reporter) ([][]int, error) {
 	groups, whole := plan(b, repaired)
 	preds := make([][]int, len(repaired)+1)
@@ -125,156 +127,168 @@ func Predict(ctx context.Context, set *h5data.Set, b *model.Model, repaired []*m
 	if len(groups) == 0 {
 		whole = append([]int{0}, whole...)
 	}
-	var cls []*infer.Classifier
-	for _, i := range whole {
-		c, err := infer.NewClassifier(models[i], batch)
-		if err != nil {
-			return nil, err
-		}
-		defer c.Close()
-		cls = append(cls, c)
-	}
-	var trunk *infer.Trunk
-	var outputs []string
-	if len(groups) > 0 {
-		for _, g := range groups {
-			for _, name := range g.head.Inputs() {
-				if !slices.Contains(outputs, name) {
-					outputs = append(outputs, name)
-				}
-			}
-		}
-		var err error
-		if trunk, err = infer.NewTrunk(b, batch, outputs...); err != nil {
-			return nil, err
-		}
-		defer trunk.Close()
-	}
+	var outputs []string // of B's trunk, for the heads
 	for _, g := range groups {
 		defer g.head.Close()
+		for _, name := range g.head.Inputs() {
+			if !slices.Contains(outputs, name) {
+				outputs = append(outputs, name)
+			}
+		}
+	}
+	workers := make([]*worker, workpool.Workers())
+	size := (batch + len(workers) - 1) / len(workers) // images a worker takes
+	for i := range workers {
+		w := &worker{}
+		defer w.close()
+		for _, k := range whole {
+			c, err := infer.NewClassifier(models[k], size)
+			if err != nil {
+				return nil, err
+			}
+			c.SetSerial(true)
+			w.cls = append(w.cls, c)
+		}
+		if len(groups) > 0 {
+			var err error
+			if w.trunk, err = infer.NewTrunk(b, size, outputs...); err != nil {
+				return nil, err
+			}
+			w.trunk.SetSerial(true)
+		}
+		workers[i] = w
 	}
 	rep.Start(set.Path, set.N, "images")
-	// The heads of one batch run while the trunk works on the next.
-	var pending sync.WaitGroup
-	defer pending.Wait()
-	var headErr error // the first error of the heads; read after pending.Wait
-	// The trunk's outputs of a batch are held for its heads in one of two
-	// buffers, taken in turn: the heads of the batch before may still read
-	// the other.
-	var bufs [2][][]float32
-	turn := 0
-	err := set.Stream(ctx, batch, func(bt h5data.Batch) error {
-		for k, i := range whole {
-			if err := cls[k].Predict(bt.X, bt.N, preds[i][bt.Start:bt.Start+bt.N]); err != nil {
-				return err
-			}
-		}
-		if trunk != nil {
-			res, err := trunk.Run(bt.X, bt.N)
-			if err != nil {
-				return err
-			}
-			held := bufs[turn]
-			if held == nil {
-				held = make([][]float32, len(res))
-				bufs[turn] = held
-			}
-			turn ^= 1
-			for i, r := range res {
-				held[i] = append(held[i][:0], r[:bt.N*len(r)/batch]...)
-			}
-			pending.Wait()
-			if headErr != nil {
-				return headErr
-			}
-			pending.Add(1)
-			go func(start, n int) {
-				defer pending.Done()
-				for gi, g := range groups {
-					var ins [][]float32
-					for _, name := range g.head.Inputs() {
-						ins = append(ins, held[slices.Index(outputs, name)])
-					}
-					if err := heads(g, ins, start, n, gi == 0, preds); err != nil {
-						headErr = err
-						return
-					}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type job struct {
+		b       h5data.Batch
+		release func()
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error // of the workers
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				err := w.predict(j.b, whole, groups, outputs, preds)
+				j.release()
+				if err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+					cancel()
+					continue
 				}
-				rep.Add(n)
-			}(bt.Start, bt.N)
-			return nil
-		}
-		rep.Add(bt.N)
+				rep.Add(j.b.N)
+			}
+		}()
+	}
+	err := set.StreamHeld(ctx, size, len(workers), nil, func(bt h5data.Batch, release func()) error {
+		jobs <- job{bt, release}
 		return nil
 	})
-	pending.Wait()
-	if err == nil {
-		err = headErr
-	}
-	if err != nil {
+	close(jobs)
+	wg.Wait()
+	if err = cmp.Or(first, err); err != nil {
 		return nil, err
 	}
 	return preds, nil
 }
 
-// heads computes a group's predictions for samples [start, start+n),
-// spreading the samples over the cores. B's come from the first group.
+// worker is one core's graphs: B's trunk for the groups' heads and the
+// classifiers of the networks that run whole.
+type worker struct {
+	trunk *infer.Trunk
+	cls   []*infer.Classifier
+}
+
+func (w *worker) close() {
+	if w.trunk != nil {
+		w.trunk.Close()
+	}
+	for _, c := range w.cls {
+		c.Close()
+	}
+}
+
+// predict writes the predictions of every network for batch bt.
+func (w *worker) predict(bt h5data.Batch, whole []int, groups []*group, outputs []string, preds [][]int) error {
+	for k, i := range whole {
+		if err := w.cls[k].Predict(bt.X, bt.N, preds[i][bt.Start:bt.Start+bt.N]); err != nil {
+			return err
+		}
+	}
+	if w.trunk == nil {
+		return nil
+	}
+	res, err := w.trunk.Run(bt.X, bt.N)
+	if err != nil {
+		return err
+	}
+	for gi, g := range groups {
+		var ins [][]float32
+		for _, name := range g.head.Inputs() {
+			ins = append(ins, res[slices.Index(outputs, name)])
+		}
+		if err := heads(g, ins, bt.Start, bt.N, gi == 0, preds); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// heads computes a group's predictions for samples [start, start+n) of
+// the set, whose head inputs are the first n rows of ins. B's come from
+// the first group.
 func heads(g *group, ins [][]float32, start, n int, withB bool, preds [][]int) error {
-	var mu sync.Mutex
-	var first error
-	workpool.Split(n, 1, func(lo, hi int) {
-		part := make([][]float32, len(ins))
-		for i, size := range g.head.InputSizes() {
-			part[i] = ins[i][lo*size : hi*size]
-		}
-		var old *incr.State
-		select {
-		case old = <-g.states:
-		default:
-		}
-		base := g.head.Renew(old, hi-lo, part...)
-		if withB {
-			copy(preds[0][start+lo:start+hi], base.Pred)
-		}
-		// Each variant starts from the largest computed set it contains.
-		done := []computed{{nil, base}}
-		defer func() {
-			for _, d := range done {
-				select {
-				case g.states <- d.s:
-				default:
-				}
-			}
-		}()
-		for i, v := range g.variants {
-			at := 0
-			for j, d := range done[1:] {
-				if subset(d.channels, v.channels) && len(d.channels) >= len(done[at].channels) {
-					at = j + 1
-				}
-			}
-			from := done[at]
-			// A state no later variant can need (all of them contain v,
-			// which will serve them at least as well) is zeroed in place:
-			// nested B' (the thresholds of one ranking) need no copies.
-			s := from.s
-			if !all(g.variants[i+1:], func(w variant) bool { return subset(v.channels, w.channels) }) {
-				s = s.Clone()
-			} else {
-				done = slices.Delete(done, at, at+1)
-			}
-			s.Zero(minus(v.channels, from.channels))
-			copy(preds[v.index][start+lo:start+hi], s.Pred)
-			done = append(done, computed{v.channels, s})
-			if err := s.Err(); err != nil {
-				mu.Lock()
-				first = cmp.Or(first, err)
-				mu.Unlock()
-				return
+	var old *incr.State
+	select {
+	case old = <-g.states:
+	default:
+	}
+	base := g.head.Renew(old, n, ins...)
+	if withB {
+		copy(preds[0][start:start+n], base.Pred)
+	}
+	// Each variant starts from the largest computed set it contains.
+	done := []computed{{nil, base}}
+	defer func() {
+		for _, d := range done {
+			select {
+			case g.states <- d.s:
+			default:
 			}
 		}
-	})
-	return first
+	}()
+	for i, v := range g.variants {
+		at := 0
+		for j, d := range done[1:] {
+			if subset(d.channels, v.channels) && len(d.channels) >= len(done[at].channels) {
+				at = j + 1
+			}
+		}
+		from := done[at]
+		// A state no later variant can need (all of them contain v,
+		// which will serve them at least as well) is zeroed in place:
+		// nested B' (the thresholds of one ranking) need no copies.
+		s := from.s
+		if !all(g.variants[i+1:], func(w variant) bool { return subset(v.channels, w.channels) }) {
+			s = s.Clone()
+		} else {
+			done = slices.Delete(done, at, at+1)
+		}
+		s.Zero(minus(v.channels, from.channels))
+		copy(preds[v.index][start:start+n], s.Pred)
+		done = append(done, computed{v.channels, s})
+		if err := s.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // computed is a head state with the channels it has zeroed.

@@ -113,6 +113,10 @@ func (c *Classifier) Predict(x []float32, n int, out []int) error {
 	return nil
 }
 
+// SetSerial makes the next predictions compute on the calling goroutine
+// alone (on) or spread over the cores (off, the default).
+func (c *Classifier) SetSerial(on bool) { c.t.SetSerial(on) }
+
 // Close releases the graph's machine.
 func (c *Classifier) Close() { c.t.Close() }
 
