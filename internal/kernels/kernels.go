@@ -64,9 +64,13 @@ func (cv *Conv) Pack(kernel, bias []float32) {
 	if len(cv.packed) != k*ldk {
 		cv.packed, cv.bias = make([]float32, k*ldk), make([]float32, ldk)
 	}
-	for i := 0; i < k; i++ {
-		copy(cv.packed[i*ldk:i*ldk+cv.OC], kernel[i*cv.OC:(i+1)*cv.OC])
-	}
+	// A dense layer's kernel, packed anew at every training step, in parts
+	// over the cores.
+	cv.parallel(k, max(1, (1<<16)/ldk), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			copy(cv.packed[i*ldk:i*ldk+cv.OC], kernel[i*cv.OC:(i+1)*cv.OC])
+		}
+	})
 	copy(cv.bias, bias)
 }
 
@@ -276,9 +280,9 @@ func adamISA(w, g, m, v []float32, c AdamCoef, set int) {
 	C.bp_adam(fptr(w), fptr(g), fptr(m), fptr(v), C.long(len(w)), &cc, C.int(set))
 }
 
-// GradKernel adds the gradients of Forward's loss with respect to the HWIO
-// kernel and the bias into dk (KH*KW*C*OC) and db (OC), given the input and
-// the output gradient dout; db may be nil. The batch is cut into a fixed
+// GradKernel sets dk (KH*KW*C*OC) and db (OC) to the gradients of
+// Forward's loss with respect to the HWIO kernel and the bias, given the
+// input and the output gradient dout; db may be nil. The batch is cut into a fixed
 // number of parts summed in order, so the result does not depend on the
 // number of cores. The parts' memory stays in cv: one call at a time.
 func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
@@ -305,6 +309,12 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 	}
 	cv.parallel(parts, 1, func(lo, hi int) {
 		for p := lo; p < hi; p++ {
+			if p == 0 { // cleared here, not by the caller alone on one core
+				clear(dk[:nk])
+				if db != nil {
+					clear(db[:cv.OC])
+				}
+			}
 			a, b := n*p/parts, n*(p+1)/parts
 			if a == b {
 				continue
@@ -342,8 +352,8 @@ func (cv *Conv) GradKernel(in, dout []float32, n, h, w int, dk, db []float32) {
 	})
 }
 
-// GradInput adds the gradient of Forward's loss with respect to its input to
-// din, given the HWIO kernel k and the output gradient dout.
+// GradInput sets din to the gradient of Forward's loss with respect to its
+// input, given the HWIO kernel k and the output gradient dout.
 func (cv *Conv) GradInput(dout, k []float32, n, h, w int, din []float32) {
 	oh, ow := OutSize(h, cv.KH, cv.SH), OutSize(w, cv.KW, cv.SW)
 	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
@@ -358,6 +368,7 @@ func (cv *Conv) GradInput(dout, k []float32, n, h, w int, din []float32) {
 		C.bp_gi_pack(fptr(k), C.int(cv.KH), C.int(cv.KW), C.int(cv.C), C.int(cv.OC), set, fptr(cv.gi))
 	}
 	cv.parallel(n, 4, func(lo, hi int) {
+		clear(din[lo*inSz : hi*inSz]) // by each part, not by the caller alone on one core
 		C.bp_conv2d_grad_input_packed(fptr(dout[lo*outSz:]), fptr(k), fptr(cv.gi), C.int(hi-lo), C.int(h),
 			C.int(w), C.int(cv.C), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC), C.int(cv.SH),
 			C.int(cv.SW), C.int(oh), C.int(ow), fptr(din[lo*inSz:]), set)

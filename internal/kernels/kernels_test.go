@@ -280,6 +280,11 @@ func TestGradients(t *testing.T) {
 	}
 	cv := NewConv(k, b, kh, kw, c, oc, sh, sw)
 	dk, db, din := make([]float32, len(k)), make([]float32, oc), make([]float32, len(in))
+	for _, s := range [][]float32{dk, db, din} { // the gradients are set, not added
+		for i := range s {
+			s[i] = float32(math.NaN())
+		}
+	}
 	cv.GradKernel(in, dout, n, h, w, dk, db)
 	cv.GradInput(dout, k, n, h, w, din)
 	const eps = 1e-2
@@ -294,17 +299,17 @@ func TestGradients(t *testing.T) {
 	}
 	f := func() float64 { return loss(in, k, b) }
 	for i := range k {
-		if g := fd(k, i, f); math.Abs(g-float64(dk[i])) > 1e-3*(1+math.Abs(g)) {
+		if g := fd(k, i, f); !(math.Abs(g-float64(dk[i])) <= 1e-3*(1+math.Abs(g))) { // NaN fails
 			t.Fatalf("dk[%d] = %g, finite difference %g", i, dk[i], g)
 		}
 	}
 	for i := range b {
-		if g := fd(b, i, f); math.Abs(g-float64(db[i])) > 1e-3*(1+math.Abs(g)) {
+		if g := fd(b, i, f); !(math.Abs(g-float64(db[i])) <= 1e-3*(1+math.Abs(g))) { // NaN fails
 			t.Fatalf("db[%d] = %g, finite difference %g", i, db[i], g)
 		}
 	}
 	for i := range in {
-		if g := fd(in, i, f); math.Abs(g-float64(din[i])) > 1e-3*(1+math.Abs(g)) {
+		if g := fd(in, i, f); !(math.Abs(g-float64(din[i])) <= 1e-3*(1+math.Abs(g))) { // NaN fails
 			t.Fatalf("din[%d] = %g, finite difference %g", i, din[i], g)
 		}
 	}
@@ -444,6 +449,9 @@ func TestGradInputParts(t *testing.T) {
 		k := randSlice(r, kh*kw*c*oc, -0.1, 0.1)
 		dout := randSlice(r, n*oh*ow*oc, -1, 1)
 		got := make([]float32, len(in))
+		for i := range got { // set, not added
+			got[i] = float32(math.NaN())
+		}
 		cv.GradInput(dout, k, n, h, w, got)
 		want := make([]float32, len(in))
 		cv.gradISA(in, dout, k, n, h, w, make([]float32, len(k)), make([]float32, oc), want, isa())

@@ -377,7 +377,6 @@ func (op convGradOp) gradInput(prealloc G.Value, v []G.Value) (G.Value, error) {
 	t, dx := op.out(prealloc, op.shape)
 	cv := op.conv(ks[0], ks[1], ks[2], ks[3], sp.SH, sp.SW)
 	if ph == h && pw == w {
-		zero(dx)
 		cv.GradInput(dy, k, n, h, w, dx)
 		return t, nil
 	}
@@ -398,7 +397,6 @@ func (op convGradOp) gradKernel(prealloc G.Value, v []G.Value) (G.Value, error) 
 	}
 	x, dy, xs, ks := in[0], in[1], s[0], op.shape
 	t, dk := op.out(prealloc, ks)
-	zero(dk)
 	cv := op.conv(ks[0], ks[1], ks[2], ks[3], op.spec.SH, op.spec.SW)
 	px, h, w := op.spec.pad(x, xs)
 	cv.GradKernel(px, dy, xs[0], h, w, dk, nil)

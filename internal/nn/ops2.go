@@ -172,7 +172,6 @@ func (op denseGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, er
 	}
 	x, w, dy, xs, ws := in[0], in[1], in[2], s[0], s[1]
 	t, o := op.out(prealloc, op.shape)
-	zero(o)
 	cv := op.conv(1, 1, ws[0], ws[1], 1, 1)
 	if op.input {
 		cv.GradInput(dy, w, xs[0], 1, 1, o)
