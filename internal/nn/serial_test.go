@@ -21,14 +21,7 @@ func TestSetSerial(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, keep := range []bool{true, false} {
 		g := G.NewGraph()
-		tensorOf := func(name string, shape ...int) *G.Node {
-			v := make([]float32, tensor.Shape(shape).TotalSize())
-			for i := range v {
-				v[i] = float32(r.NormFloat64())
-			}
-			return G.NewTensor(g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName(name),
-				G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v))))
-		}
+		tensorOf := func(name string, shape ...int) *G.Node { return randTensor(g, r, name, shape...) }
 		const n = 37
 		x := tensorOf("x", n, 10, 9, 3)
 		conv := G.Must(Conv(x, tensorOf("k", 3, 3, 3, 8), tensorOf("b", 8), ConvSpec{SH: 1, SW: 1, ReLU: true, Pool: true}))

@@ -96,14 +96,7 @@ func kernelGrad(t *testing.T, fused bool) []float32 {
 	t.Helper()
 	r := rand.New(rand.NewPCG(1, 2))
 	g := G.NewGraph()
-	tensorOf := func(name string, shape ...int) *G.Node {
-		v := make([]float32, tensor.Shape(shape).TotalSize())
-		for i := range v {
-			v[i] = float32(r.NormFloat64())
-		}
-		return G.NewTensor(g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName(name),
-			G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v))))
-	}
+	tensorOf := func(name string, shape ...int) *G.Node { return randTensor(g, r, name, shape...) }
 	x, k, b, skip := tensorOf("x", 1, 4, 4, 2), tensorOf("k", 1, 1, 2, 2), tensorOf("b", 2), tensorOf("skip", 1, 4, 4, 2)
 	y := G.Must(Conv(x, k, b, ConvSpec{SH: 1, SW: 1, ReLU: true}))
 	s := G.Must(G.Add(y, skip))
@@ -140,4 +133,15 @@ func TestFusedReLUGradientThroughAdd(t *testing.T) {
 			t.Errorf("dk[%d]: %g with the ReLU's gradient in the pool's, %g without", i, fused[i], plain[i])
 		}
 	}
+}
+
+// randTensor is a float32 node of g of the given shape holding standard
+// normal values drawn from r.
+func randTensor(g *G.ExprGraph, r *rand.Rand, name string, shape ...int) *G.Node {
+	v := make([]float32, tensor.Shape(shape).TotalSize())
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return G.NewTensor(g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName(name),
+		G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v))))
 }

@@ -1,6 +1,8 @@
 // Package workpool spreads work over the machine's cores: a pool that runs
-// queued jobs on one goroutine per core until a context ends, and Split,
-// which cuts a range into contiguous parts that the cores take in turn.
+// queued jobs on one goroutine per core until a context ends, Split, which
+// cuts a range into contiguous parts that the cores take in turn, and
+// SpareP, which keeps Go's scheduler from taking the cores' Ps while their
+// goroutines are in long cgo calls.
 package workpool
 
 import (
@@ -20,7 +22,8 @@ func Workers() int { return min(runtime.GOMAXPROCS(0), runtime.NumCPU()) }
 // It is for work that spends its time in long cgo calls on every core:
 // with every P in such a call, Go's monitor thread takes Ps away from them
 // and wakes threads to run them (each a handoff between threads, dear in a
-// virtual machine); with a P idle it leaves them be. Calls do not nest.
+// virtual machine); with a P idle it leaves them be. A call while another
+// is in force does nothing.
 func SpareP() (restore func()) {
 	n := runtime.NumCPU()
 	if runtime.GOMAXPROCS(0) != n {
