@@ -115,7 +115,9 @@ func (p *Pool) Do(f func()) {
 		return
 	}
 	defer func() { <-p.sem }()
-	f()
+	if p.ctx.Err() == nil { // select takes either case when both are ready
+		f()
+	}
 }
 
 // Err is the context's error, if any.
