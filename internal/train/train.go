@@ -26,6 +26,7 @@ import (
 	"badprune/internal/infer"
 	"badprune/internal/model"
 	"badprune/internal/nn"
+	"badprune/internal/workpool"
 )
 
 // Data is a labelled set in memory, NHWC: its values X, or its pixels X8
@@ -310,13 +311,19 @@ func (t *Trainer) Fit(ctx context.Context, d Data) ([]float64, error) {
 			if err := ctx.Err(); err != nil {
 				return losses, err
 			}
-			for i, j := range perm[lo : lo+b] {
-				if d.Idx != nil {
-					j = d.Idx[j]
+			// Gathered on both cores: widening a batch's pixels took a
+			// twentieth of the epoch on one.
+			idx := perm[lo : lo+b]
+			workpool.Split(b, 8, func(l, h int) {
+				for i := l; i < h; i++ {
+					j := idx[i]
+					if d.Idx != nil {
+						j = d.Idx[j]
+					}
+					d.Image(j, sz, x[i*sz:(i+1)*sz])
+					labels[i] = d.Labels[j]
 				}
-				d.Image(j, sz, x[i*sz:(i+1)*sz])
-				labels[i] = d.Labels[j]
-			}
+			})
 			loss, err := t.Step(x, labels)
 			if err != nil {
 				return losses, err
