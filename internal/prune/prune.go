@@ -321,7 +321,7 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	cfg.Progress.Start("ranking on "+cfg.Valid.Path, cfg.Valid.N, "images")
 	var mem h5data.Batches // both sets stream through the same memory
 	sums := newChannelSums(rc, rank.Size())
-	if err := clean(ctx, cfg, trunks, size, &mem, cache, sizes, rankAt, sums); err != nil {
+	if err := cleanPass(ctx, cfg, trunks, size, &mem, cache, sizes, rankAt, sums); err != nil {
 		return nil, err
 	}
 	per := float64(cfg.Valid.N) * float64(rank.Size()/rc)
@@ -442,13 +442,13 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	return cv, nil
 }
 
-// clean runs the clean set through the trunks, each taking the next batch
+// cleanPass runs the clean set through the trunks, each taking the next batch
 // when free, writes the head's inputs into cache at each batch's place,
 // and sums the rank layer's channels (output rankAt of the trunks: an
 // input of the head, whose rows are then read back from cache, or the one
 // after them) batch after batch in the set's order, so that the means do
 // not depend on which trunk computed what.
-func clean(ctx context.Context, cfg Config, trunks []*infer.Trunk, size int, mem *h5data.Batches,
+func cleanPass(ctx context.Context, cfg Config, trunks []*infer.Trunk, size int, mem *h5data.Batches,
 	cache [][]float32, sizes []int, rankAt int, sums *channelSums) error {
 	type job struct {
 		b       h5data.Batch
