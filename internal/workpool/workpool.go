@@ -91,32 +91,39 @@ func New(ctx context.Context) *Pool {
 
 // Go runs f when a goroutine is free, unless the context is done.
 func (p *Pool) Go(f func()) {
-	select {
-	case p.sem <- struct{}{}:
-	case <-p.ctx.Done():
+	if !p.acquire() {
 		return
 	}
 	p.wg.Add(1)
 	go func() {
 		defer func() { <-p.sem; p.wg.Done() }()
-		if p.ctx.Err() != nil {
-			return
+		if p.ctx.Err() == nil {
+			f()
 		}
-		f()
 	}()
 }
 
 // Do runs f on the calling goroutine once a worker's place is free, which
 // it holds while f runs, unless the context is done.
 func (p *Pool) Do(f func()) {
-	select {
-	case p.sem <- struct{}{}:
-	case <-p.ctx.Done():
+	if !p.acquire() {
 		return
 	}
 	defer func() { <-p.sem }()
-	if p.ctx.Err() == nil { // select takes either case when both are ready
+	if p.ctx.Err() == nil {
 		f()
+	}
+}
+
+// acquire takes a worker's place, or reports that the context ended first.
+// A place taken may still find the context ended (select takes either case
+// when both are ready): the callers check again before running f.
+func (p *Pool) acquire() bool {
+	select {
+	case p.sem <- struct{}{}:
+		return true
+	case <-p.ctx.Done():
+		return false
 	}
 }
 
