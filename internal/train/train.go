@@ -130,6 +130,7 @@ type Trainer struct {
 	m      *model.Model
 	opt    Options
 	gr     *model.Graph
+	run    *G.ExprGraph // the part of gr.G the machine runs
 	y      *G.Node
 	yBuf   []float32
 	loss   *G.Node
@@ -173,7 +174,8 @@ func New(m *model.Model, opt Options) (*Trainer, error) {
 			}
 		}
 	}
-	if _, err := G.Grad(t.loss, t.params...); err != nil {
+	grads, err := G.Grad(t.loss, t.params...)
+	if err != nil {
 		return nil, fmt.Errorf("train: no gradient through the network: %w", err)
 	}
 	nn.KeepOutputs(gr.G)
@@ -192,7 +194,11 @@ func New(m *model.Model, opt Options) (*Trainer, error) {
 		}
 		t.masks = append(t.masks, mk)
 	}
-	t.vm = G.NewTapeMachine(gr.G, G.BindDualValues(t.params...))
+	// The machine runs only what the loss and the weights' gradients need:
+	// G.Grad also derives the gradient of every op's every input, the
+	// images' included, a seventh of a step on the lab's B.
+	t.run = gr.G.ExactSubgraphRoots(append(G.Nodes{t.loss}, grads...)...)
+	t.vm = G.NewTapeMachine(t.run, G.BindDualValues(t.params...))
 	if t.solver, err = newSolver(opt, opt.LR); err != nil {
 		return nil, err
 	}

@@ -337,3 +337,31 @@ func TestBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestNoInputGradient: the machine runs the loss and the weights'
+// gradients, not the gradient with respect to the images G.Grad derives as
+// well (a seventh of a training step on the lab's B).
+func TestNoInputGradient(t *testing.T) {
+	m := toy(t, 4, 9)
+	tr, err := New(m, Options{Epochs: 1, Batch: 4, LR: 1e-3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	x := tr.gr.X.Shape()
+	found := false
+	for _, n := range tr.gr.G.AllNodes() {
+		if n.Op() != nil && strings.HasPrefix(n.Op().String(), "ConvGradInput") && n.Shape().Eq(x) {
+			found = true
+			if slices.Contains(tr.run.AllNodes(), n) {
+				t.Errorf("the machine computes %v, the images' gradient", n.Op())
+			}
+		}
+	}
+	if !found {
+		t.Fatal("the graph has no gradient of the images to leave out: the test checks nothing")
+	}
+	if !slices.Contains(tr.run.AllNodes(), tr.loss) {
+		t.Error("the machine leaves out the loss")
+	}
+}
