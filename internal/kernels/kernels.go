@@ -211,19 +211,30 @@ func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din []floa
 	})
 }
 
+// ColSumsScratch is the length of the scratch ColSums needs for c columns.
+func ColSumsScratch(c int) int { return colSumParts * c }
+
+// colSumParts is the fixed number of parts a column sum is cut into.
+const colSumParts = 8
+
 // ColSums sets sums to the sums of the columns of x (rows of len(sums)
 // values), accumulated in float64 over a fixed number of parts added in
-// order: the same bits on any number of cores.
-func ColSums(x []float32, sums []float32) {
+// order: the same bits on any number of cores. acc is scratch of
+// ColSumsScratch(len(sums)) values, or nil: new memory each call costs a
+// training step's bias gradient more than its sums.
+func ColSums(x []float32, sums []float32, acc []float64) {
 	c := len(sums)
 	if c == 0 {
 		return
 	}
-	const parts = 8
+	const parts = colSumParts
 	rows := len(x) / c
-	acc := make([]float64, parts*c)
+	if len(acc) < parts*c {
+		acc = make([]float64, parts*c)
+	}
 	parallel(parts, 1, func(lo, hi int) {
 		for p := lo; p < hi; p++ {
+			clear(acc[p*c : (p+1)*c])
 			a, b := rows*p/parts, rows*(p+1)/parts
 			if a < b {
 				C.bp_colsum(fptr(x[a*c:]), C.long(b-a), C.int(c), (*C.double)(unsafe.Pointer(&acc[p*c])))

@@ -67,7 +67,7 @@ func TestColSums(t *testing.T) {
 	for _, tc := range []struct{ rows, c int }{{1, 1}, {7, 3}, {3 * 52 * 44, 20}, {64, 1283}} {
 		x := randSlice(r, tc.rows*tc.c, -1, 1)
 		got := make([]float32, tc.c)
-		ColSums(x, got)
+		ColSums(x, got, nil)
 		want := make([]float64, tc.c)
 		for i := 0; i < tc.rows; i++ {
 			for j := 0; j < tc.c; j++ {
@@ -77,7 +77,11 @@ func TestColSums(t *testing.T) {
 		close32(t, "colsums", got, want, 1e-6)
 		prev := runtime.GOMAXPROCS(1)
 		one := make([]float32, tc.c)
-		ColSums(x, one)
+		scratch := make([]float64, ColSumsScratch(tc.c))
+		for i := range scratch {
+			scratch[i] = 1e30 // left over from a previous call: cleared
+		}
+		ColSums(x, one, scratch)
 		runtime.GOMAXPROCS(prev)
 		for j := range got {
 			if math.Float32bits(one[j]) != math.Float32bits(got[j]) {

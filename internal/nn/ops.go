@@ -425,6 +425,6 @@ func (op biasGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 	}
 	c := s[len(s)-1]
 	t, db := op.out(prealloc, tensor.Shape{c})
-	kernels.ColSums(dy, db)
+	kernels.ColSums(dy, db, op.float64s(kernels.ColSumsScratch(c)))
 	return t, nil
 }
