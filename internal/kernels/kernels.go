@@ -1,6 +1,7 @@
 // Package kernels holds the CPU compute kernels behind badprune's network ops:
-// NHWC convolution (also used for dense layers), max pooling and their
-// gradients, in float32, spread over all cores.
+// NHWC convolution (also inference's dense layers), max pooling and their
+// gradients, the dense layers' training products, in float32, spread over
+// all cores.
 //
 // The kernels are C (cgo) with AVX-512 and AVX2+FMA paths chosen at run
 // time; they are plain functions on slices so that the gorgonia ops in

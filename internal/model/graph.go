@@ -235,7 +235,13 @@ func (gr *Graph) layer(m *Model, l *Layer, fused, folded map[string]bool, train 
 	case Dense:
 		k, b := gr.params(l)
 		fuse := gr.plainReLU(m, l) && !train
-		d, err := nn.Dense(x(), k, b, fuse)
+		var d *G.Node
+		var err error
+		if train {
+			d, err = nn.DenseTrain(x(), k, b)
+		} else {
+			d, err = nn.Dense(x(), k, b, fuse)
+		}
 		if err != nil || fuse {
 			return d, err
 		}

@@ -22,6 +22,14 @@ func Dense(x, w, b *G.Node, relu bool) (*G.Node, error) {
 	return G.ApplyOp(newDenseOp(relu), x, w, b)
 }
 
+// DenseTrain is Dense without activation for a training graph: its product
+// is kernels.DenseForward's, the one its gradients' kernels are written
+// against, instead of inference's (whose bits the pruning engine matches).
+func DenseTrain(x, w, b *G.Node) (*G.Node, error) {
+	op := denseOp{base: newBase("Dense{train}", []int{2, 2, 1, 2}), train: true}
+	return G.ApplyOp(op, x, w, b)
+}
+
 // ReLU is max(x, 0).
 func ReLU(x *G.Node) (*G.Node, error) {
 	return G.ApplyOp(newReLUOp(x.Dims()), x)

@@ -109,11 +109,12 @@ func (op poolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 // denseOp computes x·W + b for x (N,K), W (K,U), b (U), rectified when ReLU.
 type denseOp struct {
 	base
-	ReLU bool
+	ReLU  bool
+	train bool // kernels.DenseForward (DenseTrain)
 }
 
 func newDenseOp(relu bool) denseOp {
-	return denseOp{newBase(fmt.Sprintf("Dense{relu:%v}", relu), []int{2, 2, 1, 2}), relu}
+	return denseOp{base: newBase(fmt.Sprintf("Dense{relu:%v}", relu), []int{2, 2, 1, 2}), ReLU: relu}
 }
 
 func (op denseOp) DiffWRT(int) []bool { return []bool{true, true, true} }
@@ -133,6 +134,10 @@ func (op denseOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error)
 	}
 	xs, ws := s[0], s[1]
 	t, o := op.out(prealloc, tensor.Shape{xs[0], ws[1]})
+	if op.train {
+		kernels.DenseForward(in[0], in[1], in[2], xs[0], ws[0], ws[1], o)
+		return t, nil
+	}
 	cv := op.conv(1, 1, ws[0], ws[1], 1, 1)
 	cv.Pack(in[1], in[2])
 	cv.Forward(in[0], xs[0], 1, 1, op.ReLU, o)
@@ -172,11 +177,10 @@ func (op denseGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, er
 	}
 	x, w, dy, xs, ws := in[0], in[1], in[2], s[0], s[1]
 	t, o := op.out(prealloc, op.shape)
-	cv := op.conv(1, 1, ws[0], ws[1], 1, 1)
 	if op.input {
-		cv.GradInput(dy, w, xs[0], 1, 1, o)
+		kernels.DenseGradInput(dy, w, xs[0], ws[0], ws[1], o)
 	} else {
-		cv.GradKernel(x, dy, xs[0], 1, 1, o, nil)
+		kernels.DenseGradKernel(x, dy, xs[0], ws[0], ws[1], o)
 	}
 	return t, nil
 }
