@@ -11,7 +11,7 @@ package kernels
 // #cgo CFLAGS: -O3 -std=gnu11
 // #include "kernels.h"
 // void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W,
-//                               int C, int OH, int OW, float *din, int isa);
+//                               int C, int OH, int OW, float *din, double *db, int isa);
 // void bp_colsum(const float *x, long rows, int c, double *acc);
 // void bp_colsum_isa(const float *x, long rows, int c, double *acc, int isa);
 // typedef struct {
@@ -188,10 +188,15 @@ func (p Pool) MaxPoolGrad(in, dout []float32, n, h, w, c, oh, ow int, din []floa
 }
 
 // MaxPoolGradReLU sets din to the gradient of MaxPool(relu(z)) with
-// respect to z, given in = relu(z) and dout; every entry is written. It
-// reports false, doing nothing, unless p is a 2x2 pool of stride 2 without
-// padding (in, dout and din must not overlap).
-func (p Pool) MaxPoolGradReLU(in, dout []float32, n, h, w, c, oh, ow int, din []float32) bool {
+// respect to z, given in = relu(z) and dout; every entry is written. Unless
+// db is nil, it also sets db (c values) to the sums of din's channels, the
+// bias gradient of the convolution that made z, without a pass over din:
+// summed from the routed gradients in float64, in fixed parts of the batch
+// added in order (the same bits on any number of cores); acc is scratch of
+// ColSumsScratch(c) values, or nil. It reports false, doing nothing,
+// unless p is a 2x2 pool of stride 2 without padding (in, dout and din must
+// not overlap).
+func (p Pool) MaxPoolGradReLU(in, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64) bool {
 	if p != (Pool{PH: 2, PW: 2, SH: 2, SW: 2}) || 2*oh > h || 2*ow > w {
 		return false
 	}
@@ -199,17 +204,45 @@ func (p Pool) MaxPoolGradReLU(in, dout []float32, n, h, w, c, oh, ow int, din []
 	_ = in[n*inSz-1]
 	_ = din[n*inSz-1]
 	_ = dout[n*outSz-1]
-	p.gradReLUISA(in, dout, n, h, w, c, oh, ow, din, isa())
+	if db != nil {
+		_ = db[c-1]
+	}
+	p.gradReLUISA(in, dout, n, h, w, c, oh, ow, din, db, acc, isa())
 	return true
 }
 
 // gradReLUISA is MaxPoolGradReLU's work with the instruction set chosen.
-func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din []float32, set int) {
+func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64, set int) {
 	inSz, outSz := h*w*c, oh*ow*c
-	parallel(n, 8, func(lo, hi int) {
-		C.bp_maxpool_grad_relu_isa(fptr(in[lo*inSz:]), fptr(dout[lo*outSz:]), C.int(hi-lo), C.int(h),
-			C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[lo*inSz:]), C.int(set))
+	if db == nil {
+		parallel(n, 8, func(lo, hi int) {
+			C.bp_maxpool_grad_relu_isa(fptr(in[lo*inSz:]), fptr(dout[lo*outSz:]), C.int(hi-lo), C.int(h),
+				C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[lo*inSz:]), nil, C.int(set))
+		})
+		return
+	}
+	const parts = colSumParts
+	if len(acc) < parts*c {
+		acc = make([]float64, parts*c)
+	}
+	parallel(parts, 1, func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			clear(acc[p*c : (p+1)*c])
+			a, b := n*p/parts, n*(p+1)/parts
+			if a < b {
+				C.bp_maxpool_grad_relu_isa(fptr(in[a*inSz:]), fptr(dout[a*outSz:]), C.int(b-a), C.int(h),
+					C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[a*inSz:]),
+					(*C.double)(unsafe.Pointer(&acc[p*c])), C.int(set))
+			}
+		}
 	})
+	for j := range c {
+		s := 0.0
+		for p := 0; p < parts; p++ {
+			s += acc[p*c+j]
+		}
+		db[j] = float32(s)
+	}
 }
 
 // ColSumsScratch is the length of the scratch ColSums needs for c columns.

@@ -57,44 +57,70 @@ void bp_colsum_isa(const float *x, long rows, int c, double *acc, int isa) {
 
 void bp_colsum(const float *x, long rows, int c, double *acc) { bp_colsum_isa(x, rows, c, acc, bp_isa()); }
 
-// A window function sets the gradient of one 2x2 window over all C
-// channels: x points at the window's top-left pixel, the pixel to its right
-// is C floats on, the one below is row floats on; d is laid out as x.
-typedef void window_fn(const float *x, long row, int C, const float *g, float *d);
+// A row function sets the gradient of a row of OW 2x2 windows over all C
+// channels: x points at the first window's top-left pixel, the pixel to its
+// right is C floats on, the one below is row floats on, the next window 2C
+// floats on; g holds the windows' gradients, C each; d is laid out as x.
+// db, unless NULL, gets each channel's routed gradients summed over the
+// row (in double precision, from zero, window after window; zero when
+// nothing is routed) added: the bias gradient of the convolution below,
+// without a pass over d.
+typedef void row_fn(const float *x, long row, int C, int OW, const float *g, float *d, double *db);
 
-// window_plain finds the arg-max of each channel (the first maximum in
-// row-major order: strict >, false for NaN) and routes g there when the
-// maximum is positive.
-static void window_plain(const float *x, long row, int C, const float *g, float *d) {
+// row_plain finds the arg-max of each channel in each window (the first
+// maximum in row-major order: strict >, false for NaN) and routes g there
+// when the maximum is positive.
+static void row_plain(const float *x, long row, int C, int OW, const float *g, float *d, double *db) {
 	const long at[4] = {0, C, row, row + C};
 	for (int c = 0; c < C; c++) {
-		int best = 0;
-		float bv = x[c];
-		for (int k = 1; k < 4; k++)
-			if (x[at[k] + c] > bv) best = k, bv = x[at[k] + c];
-		for (int k = 0; k < 4; k++) d[at[k] + c] = k == best && bv > 0 ? g[c] : 0.0f;
+		double sum = 0;
+		for (int ox = 0; ox < OW; ox++) {
+			const float *xw = x + (long)2 * ox * C;
+			float *dw = d + (long)2 * ox * C;
+			int best = 0;
+			float bv = xw[c];
+			for (int k = 1; k < 4; k++)
+				if (xw[at[k] + c] > bv) best = k, bv = xw[at[k] + c];
+			const float routed = bv > 0 ? g[(long)ox * C + c] : 0.0f;
+			for (int k = 0; k < 4; k++) dw[at[k] + c] = k == best ? routed : 0.0f;
+			sum += (double)routed;
+		}
+		if (db) db[c] += sum;
 	}
 }
 
-// window_512 is window_plain on 16 channels at a time, the same
-// comparisons in the same order as masks: the same bits.
+// row_512 is row_plain on 16 channels at a time, the same comparisons in
+// the same order as masks and the same sums (kept in registers along the
+// row): the same bits.
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
-window_512(const float *x, long row, int C, const float *g, float *d) {
+row_512(const float *x, long row, int C, int OW, const float *g, float *d, double *db) {
 	const long at[4] = {0, C, row, row + C};
 	for (int c = 0; c < C; c += 16) {
 		const __mmask16 t = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
-		__m512 m = _mm512_maskz_loadu_ps(t, x + c);
-		__mmask16 k[4] = {0};
-		for (int j = 1; j < 4; j++) {
-			const __m512 v = _mm512_maskz_loadu_ps(t, x + at[j] + c);
-			k[j] = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ);
-			m = _mm512_mask_mov_ps(m, k[j], v);
+		__m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+		for (int ox = 0; ox < OW; ox++) {
+			const float *xw = x + (long)2 * ox * C + c;
+			float *dw = d + (long)2 * ox * C + c;
+			__m512 m = _mm512_maskz_loadu_ps(t, xw);
+			__mmask16 k[4] = {0};
+			for (int j = 1; j < 4; j++) {
+				const __m512 v = _mm512_maskz_loadu_ps(t, xw + at[j]);
+				k[j] = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ);
+				m = _mm512_mask_mov_ps(m, k[j], v);
+			}
+			const __mmask16 pos = _mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ);
+			const __m512 gv = _mm512_maskz_loadu_ps(t & pos, g + (long)ox * C + c);
+			// The last window entry that beat the running maximum is the arg-max.
+			const __mmask16 sel[4] = {~(k[1] | k[2] | k[3]), k[1] & ~k[2] & ~k[3], k[2] & ~k[3], k[3]};
+			for (int j = 0; j < 4; j++) _mm512_mask_storeu_ps(dw + at[j], t, _mm512_maskz_mov_ps(sel[j], gv));
+			s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(gv)));
+			s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(gv, 1)));
 		}
-		const __mmask16 pos = _mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ);
-		const __m512 gv = _mm512_maskz_loadu_ps(t & pos, g + c);
-		// The last window entry that beat the running maximum is the arg-max.
-		const __mmask16 sel[4] = {~(k[1] | k[2] | k[3]), k[1] & ~k[2] & ~k[3], k[2] & ~k[3], k[3]};
-		for (int j = 0; j < 4; j++) _mm512_mask_storeu_ps(d + at[j] + c, t, _mm512_maskz_mov_ps(sel[j], gv));
+		if (db) {
+			const __mmask8 t0 = (__mmask8)t, t1 = (__mmask8)(t >> 8);
+			_mm512_mask_storeu_pd(db + c, t0, _mm512_add_pd(_mm512_maskz_loadu_pd(t0, db + c), s0));
+			if (t1) _mm512_mask_storeu_pd(db + c + 8, t1, _mm512_add_pd(_mm512_maskz_loadu_pd(t1, db + c + 8), s1));
+		}
 	}
 }
 
@@ -104,20 +130,20 @@ window_512(const float *x, long row, int C, const float *g, float *d) {
 // maximum in row-major window order, as bp_maxpool_grad) when that maximum
 // is positive, every other entry of din is zero. Writing din whole spares
 // the caller a pass that clears it and the ReLU gradient's pass.
+// db, unless NULL, gets each channel's routed gradients added in double
+// precision, a row of windows at a time (row_fn).
 // isa chooses the instruction set (2: AVX-512, else plain C), so tests can
 // compare the two.
 void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W, int C,
-                              int OH, int OW, float *din, int isa) {
-	window_fn *win = isa == 2 ? window_512 : window_plain;
+                              int OH, int OW, float *din, double *db, int isa) {
+	row_fn *fn = isa == 2 ? row_512 : row_plain;
 	const long row = (long)W * C;
 	for (long n = 0; n < N; n++) {
 		const float *img = in + n * H * row;
 		float *dimg = din + n * H * row;
 		for (int oy = 0; oy < OH; oy++) {
-			for (int ox = 0; ox < OW; ox++) {
-				const long a = 2 * oy * row + (long)2 * ox * C;
-				win(img + a, row, C, dout + ((n * OH + oy) * (long)OW + ox) * C, dimg + a);
-			}
+			const long a = 2 * oy * row;
+			fn(img + a, row, C, OW, dout + (n * OH + oy) * (long)OW * C, dimg + a, db);
 			if (2 * OW < W) // a last column no window covers
 				for (int r = 0; r < 2; r++)
 					memset(dimg + (2 * oy + r) * row + (long)2 * OW * C, 0, sizeof(float) * (W - 2 * OW) * C);

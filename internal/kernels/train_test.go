@@ -30,14 +30,34 @@ func TestMaxPoolGradReLU(t *testing.T) {
 		for i := range got {
 			got[i] = float32(math.NaN())
 		}
-		if !p.MaxPoolGradReLU(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, got) {
+		db := make([]float32, tc.c)
+		if !p.MaxPoolGradReLU(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, got, db, nil) {
 			t.Fatalf("%+v: refused a 2x2 pool", tc)
 		}
-		plain := make([]float32, len(in))
-		p.gradReLUISA(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, plain, 0)
+		plain, plainDB := make([]float32, len(in)), make([]float32, tc.c)
+		p.gradReLUISA(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, plain, plainDB, nil, 0)
 		for i := range plain {
 			if math.Float32bits(plain[i]) != math.Float32bits(got[i]) {
 				t.Fatalf("%+v: din[%d]: plain C %g, chosen kernel (isa %d) %g", tc, i, plain[i], isa(), got[i])
+			}
+		}
+		// The bias gradient: din's channel sums, the same bits from the
+		// plain kernel, on one core and with scratch left over.
+		sums := make([]float64, tc.c)
+		for i, v := range want {
+			sums[i%tc.c] += float64(v)
+		}
+		near(t, "bias gradient", db, sums, 1e-6)
+		prev := runtime.GOMAXPROCS(1)
+		oneDB, acc := make([]float32, tc.c), make([]float64, ColSumsScratch(tc.c))
+		for i := range acc {
+			acc[i] = 1e30
+		}
+		p.MaxPoolGradReLU(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, make([]float32, len(in)), oneDB, acc)
+		runtime.GOMAXPROCS(prev)
+		for j := range db {
+			if math.Float32bits(db[j]) != math.Float32bits(plainDB[j]) || math.Float32bits(db[j]) != math.Float32bits(oneDB[j]) {
+				t.Fatalf("%+v: bias gradient %d: %g, plain C %g, on one core with scratch %g", tc, j, db[j], plainDB[j], oneDB[j])
 			}
 		}
 		zeroed, routed := 0, 0
@@ -55,7 +75,7 @@ func TestMaxPoolGradReLU(t *testing.T) {
 			t.Fatalf("%+v: %d routed, %d positive non-maxima: the case checks little", tc, routed, zeroed)
 		}
 	}
-	if (Pool{PH: 3, PW: 3, SH: 2, SW: 2}).MaxPoolGradReLU(nil, nil, 1, 5, 5, 1, 2, 2, nil) {
+	if (Pool{PH: 3, PW: 3, SH: 2, SW: 2}).MaxPoolGradReLU(nil, nil, 1, 5, 5, 1, 2, 2, nil, nil, nil) {
 		t.Error("a 3x3 pool was not refused")
 	}
 }

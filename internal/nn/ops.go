@@ -78,6 +78,10 @@ type kept struct {
 	t      *tensor.Dense
 	cv     *kernels.Conv
 	f64    []float64
+	// sums are the channel sums of this run's output, when the op makes
+	// them on the way (a ReLU-fused pool gradient: the bias gradient of
+	// the convolution below), else empty.
+	sums []float32
 }
 
 // float64s is n float64 of scratch: kept under KeepOutputs (a fresh
@@ -331,10 +335,14 @@ func (op convOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 			return nil, err
 		}
 	}
+	bias := newBiasGradOp(4)
+	if pg, ok := grad.Op().(poolGradOp); ok && reluApplied(grad, output) {
+		bias = newBiasGradOpFrom(pg.keep) // the pool's gradient summed it
+	}
 	return applyAll(
 		opOn{newConvGradOp(op.ConvSpec, true, in[0].Shape()), G.Nodes{grad, in[1]}},
 		opOn{newConvGradOp(op.ConvSpec, false, in[1].Shape()), G.Nodes{in[0], grad}},
-		opOn{newBiasGradOp(4), G.Nodes{grad}},
+		opOn{bias, G.Nodes{grad}},
 	)
 }
 
@@ -403,11 +411,20 @@ func (op convGradOp) gradKernel(prealloc G.Value, v []G.Value) (G.Value, error) 
 	return t, nil
 }
 
-// biasGradOp sums the gradient over every axis but the last.
-type biasGradOp struct{ base }
+// biasGradOp sums the gradient over every axis but the last; with from,
+// it takes the sums the op that made its input kept (kept.sums) when they
+// are there.
+type biasGradOp struct {
+	base
+	from *kept
+}
 
 func newBiasGradOp(rank int) biasGradOp {
-	return biasGradOp{newBase(fmt.Sprintf("BiasGrad%d", rank), []int{rank, 1})}
+	return biasGradOp{base: newBase(fmt.Sprintf("BiasGrad%d", rank), []int{rank, 1})}
+}
+
+func newBiasGradOpFrom(from *kept) biasGradOp {
+	return biasGradOp{base: newBase("BiasGrad4{kept}", []int{4, 1}), from: from}
 }
 
 func (op biasGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
@@ -425,6 +442,10 @@ func (op biasGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 	}
 	c := s[len(s)-1]
 	t, db := op.out(prealloc, tensor.Shape{c})
+	if op.from != nil && len(op.from.sums) == c {
+		copy(db, op.from.sums) // its input's op ran first in this run
+		return t, nil
+	}
 	kernels.ColSums(dy, db, op.float64s(kernels.ColSumsScratch(c)))
 	return t, nil
 }

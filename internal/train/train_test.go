@@ -365,3 +365,56 @@ func TestNoInputGradient(t *testing.T) {
 		t.Error("the machine leaves out the loss")
 	}
 }
+
+// TestPooledBiasGradient: the bias gradient of a convolution under a
+// ReLU-fused max pool, which the pool's gradient sums on the way, equals
+// the channel sums of the gradient it routes (finite differences in
+// TestGradients are too coarse for a bias gradient this small to be
+// wrong).
+func TestPooledBiasGradient(t *testing.T) {
+	m := toy(t, 4, 9)
+	const n = 8
+	d := quadrants(rand.New(rand.NewPCG(3, 3)), n)
+	tr, err := New(m, Options{Epochs: 1, Batch: n, LR: 1e-3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	copy(tr.input(), d.X)
+	for i, l := range d.Labels {
+		tr.yBuf[i*m.Classes+l] = 1
+	}
+	if err := tr.vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	var routed []float32
+	for _, nd := range tr.run.AllNodes() {
+		if nd.Op() != nil && strings.HasPrefix(nd.Op().String(), "GradMaxPool") && strings.HasSuffix(nd.Op().String(), "{relu}") {
+			routed = nd.Value().Data().([]float32)
+		}
+	}
+	if routed == nil {
+		t.Fatal("no ReLU-fused pool gradient in the graph")
+	}
+	g, err := tr.gr.Params["c1"][1].Grad()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := g.Data().([]float32)
+	want := make([]float64, len(got))
+	for i, v := range routed {
+		want[i%len(got)] += float64(v)
+	}
+	nonzero := 0
+	for c := range got {
+		if math.Abs(float64(got[c])-want[c]) > 1e-6*(1+math.Abs(want[c])) || math.IsNaN(float64(got[c])) {
+			t.Errorf("c1 bias gradient %d: %g, the routed gradient sums to %g", c, got[c], want[c])
+		}
+		if want[c] != 0 {
+			nonzero++
+		}
+	}
+	if nonzero == 0 {
+		t.Fatal("every channel's routed gradient sums to zero: the test checks nothing")
+	}
+}
