@@ -266,3 +266,100 @@ void bp_dense_dot(const float *a, const float *b, int L, int r0, int r1, int c0,
 		for (int r = r0; r < r1; r += MR)
 			dot_512(a, b, L, r, r1 - r < MR ? r1 - r : MR, c, c1 - c < MR ? c1 - c : MR, out, C);
 }
+
+// The softmax cross-entropy of logit rows, in double precision. exp is
+// evaluated the same way on every path, so that every kernel set gives the
+// same bits: x = n·ln2 + r with n = round(x/ln2) (two-part ln2, as fdlibm),
+// e^r by its Taylor polynomial to degree 13 (Horner, FMAs; the remainder
+// is under 1e-17 relative for |r| <= ln2/2), scaled by 2^n (one rounding).
+// Sums run in 8 lanes (every 8th term in order) added as a tree.
+static const double exp_c[14] = {
+	1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
+	1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
+};
+static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10,
+                    log2e = 1.44269504088896338700e+00, exp_min = -745.2;
+
+// exp_neg is e^x for x <= 0 (NaN stays NaN).
+static inline double exp_neg(double x) {
+	if (x != x) return x;
+	if (x < exp_min) x = exp_min;
+	const double n = nearbyint(x * log2e);
+	const double r = fma(-n, ln2_lo, fma(-n, ln2_hi, x));
+	double p = exp_c[13];
+	for (int i = 12; i >= 0; i--) p = fma(p, r, exp_c[i]);
+	return scalbn(p, (int)n);
+}
+
+static inline double tree8(const double *s) {
+	return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
+// softmax_row_plain writes the softmax of z (k logits) into p and returns
+// the cross-entropy against y.
+static double softmax_row_plain(const float *z, const float *y, int k, double *p) {
+	float m = z[0];
+	for (int j = 1; j < k; j++) m = z[j] > m || z[j] != z[j] ? z[j] : m;
+	double s[8] = {0};
+	for (int j = 0; j < k; j++) {
+		p[j] = exp_neg((double)z[j] - (double)m);
+		s[j % 8] += p[j];
+	}
+	const double sum = tree8(s), lse = (double)m + log(sum);
+	double loss = 0;
+	for (int j = 0; j < k; j++) {
+		p[j] /= sum;
+		if (y[j] != 0) loss += (double)y[j] * (lse - (double)z[j]);
+	}
+	return loss;
+}
+
+T512D static inline __m512d exp_neg_512(__m512d x) {
+	x = _mm512_max_pd(_mm512_set1_pd(exp_min), x); // max returns its second operand, x, for NaN
+	const __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(log2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	const __m512d r = _mm512_fmadd_pd(_mm512_sub_pd(_mm512_setzero_pd(), n), _mm512_set1_pd(ln2_lo),
+	                                  _mm512_fmadd_pd(_mm512_sub_pd(_mm512_setzero_pd(), n), _mm512_set1_pd(ln2_hi), x));
+	__m512d p = _mm512_set1_pd(exp_c[13]);
+	for (int i = 12; i >= 0; i--) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(exp_c[i]));
+	return _mm512_scalef_pd(p, n);
+}
+
+// Contraction off: the loss's products and sums round apart, as in the
+// plain path (compiled for a CPU without FMA).
+T512D __attribute__((optimize("fp-contract=off"))) static double softmax_row_512(const float *z, const float *y, int k, double *p) {
+	float m = z[0];
+	for (int j = 1; j < k; j++) m = z[j] > m || z[j] != z[j] ? z[j] : m;
+	const __m512d mv = _mm512_set1_pd((double)m);
+	__m512d s = _mm512_setzero_pd();
+	for (int j = 0; j < k; j += 8) {
+		const __mmask8 t = k - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (k - j)) - 1);
+		const __m512d e = exp_neg_512(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(t, z + j)), mv));
+		_mm512_mask_storeu_pd(p + j, t, e);
+		s = _mm512_mask_add_pd(s, t, s, e);
+	}
+	double sl[8];
+	_mm512_storeu_pd(sl, s);
+	const double sum = tree8(sl), lse = (double)m + log(sum);
+	const __m512d sv = _mm512_set1_pd(sum);
+	double loss = 0;
+	for (int j = 0; j < k; j += 8) {
+		const __mmask8 t = k - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (k - j)) - 1);
+		_mm512_mask_storeu_pd(p + j, t, _mm512_div_pd(_mm512_maskz_loadu_pd(t, p + j), sv));
+		const __mmask8 hot = _mm512_mask_cmp_ps_mask(t, _mm512_castps256_ps512(_mm256_maskz_loadu_ps(t, y + j)),
+		                                             _mm512_setzero_ps(), _CMP_NEQ_UQ);
+		for (__mmask8 h = hot; h; h &= h - 1) { // the few non-zero targets, in order
+			const int q = j + __builtin_ctz(h);
+			loss += (double)y[q] * (lse - (double)z[q]);
+		}
+	}
+	return loss;
+}
+
+// bp_softmax_xent writes the softmax of rows r0..r1 of z (k logits each)
+// into p and each row's cross-entropy against the targets y into loss.
+void bp_softmax_xent(const float *z, const float *y, int k, int r0, int r1, double *p, double *loss, int isa) {
+	for (int r = r0; r < r1; r++) {
+		const long o = (long)r * k;
+		loss[r] = isa == 2 ? softmax_row_512(z + o, y + o, k, p + o) : softmax_row_plain(z + o, y + o, k, p + o);
+	}
+}

@@ -5,7 +5,11 @@ package kernels
 //                  const float *bias, int r0, int r1, int j0, int j1, float *out, int isa);
 // void bp_dense_dot(const float *a, const float *b, int L, int r0, int r1, int c0, int c1, int C,
 //                   float *out, int isa);
+// void bp_softmax_xent(const float *z, const float *y, int k, int r0, int r1, double *p,
+//                      double *loss, int isa);
 import "C"
+
+import "unsafe"
 
 // The dense layers' training products. Each output is one chain of fused
 // multiply-adds in a fixed order (DenseGradInput's in 16 interleaved
@@ -88,5 +92,25 @@ func denseGradInputISA(dy, w []float32, n, k, u int, dx []float32, set int) {
 	parallel((k+cols-1)/cols, 1, func(lo, hi int) {
 		C.bp_dense_dot(fptr(dy), fptr(w), C.int(u), 0, C.int(n), C.int(lo*cols), C.int(min(k, hi*cols)),
 			C.int(k), fptr(dx), C.int(set))
+	})
+}
+
+// SoftmaxXent writes the softmax of each row of z (rows of k logits) into
+// p, in float64, and each row's cross-entropy against the targets y (as z)
+// into loss (one per row). Its exp is a polynomial of its own, within an
+// ulp or two of math.Exp, the same bits on every kernel set.
+func SoftmaxXent(z, y []float32, k int, p, loss []float64) {
+	softmaxXentISA(z, y, k, p, loss, isa())
+}
+
+func softmaxXentISA(z, y []float32, k int, p, loss []float64, set int) {
+	rows := len(loss)
+	if rows == 0 || k == 0 {
+		return
+	}
+	_, _, _ = z[rows*k-1], y[rows*k-1], p[rows*k-1]
+	parallel(rows, 4, func(lo, hi int) {
+		C.bp_softmax_xent(fptr(z), fptr(y), C.int(k), C.int(lo), C.int(hi),
+			(*C.double)(unsafe.Pointer(&p[0])), (*C.double)(unsafe.Pointer(&loss[0])), C.int(set))
 	})
 }

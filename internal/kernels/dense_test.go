@@ -137,3 +137,71 @@ func BenchmarkDense(b *testing.B) {
 		}
 	}
 }
+
+// TestSoftmaxXent: the softmax and cross-entropy of rows against math.Exp's
+// in float64, the same bits on every kernel set and on one core, and NaN
+// logits giving a NaN loss: rows of every remainder of 8, one whose terms
+// underflow to subnormals and zero, one all equal, soft targets.
+func TestSoftmaxXent(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	for _, k := range []int{1, 7, 8, 13, 1283} {
+		const rows = 6
+		z, y := make([]float32, rows*k), make([]float32, rows*k)
+		for i := range z {
+			z[i] = float32(r.NormFloat64() * 5)
+		}
+		for row := range rows {
+			y[row*k+r.IntN(k)] = 1
+		}
+		for j := range k {
+			z[1*k+j] = float32(-800 * float64(j) / float64(k)) // spread: underflow
+			z[2*k+j] = 3                                       // all equal
+			y[3*k+j] = 1 / float32(k)                          // soft targets
+		}
+		p, loss := make([]float64, rows*k), make([]float64, rows)
+		SoftmaxXent(z, y, k, p, loss)
+		for row := range rows {
+			zr := z[row*k : (row+1)*k]
+			m := math.Inf(-1)
+			for _, v := range zr {
+				m = math.Max(m, float64(v))
+			}
+			sum := 0.0
+			for _, v := range zr {
+				sum += math.Exp(float64(v) - m)
+			}
+			lse, want := m+math.Log(sum), 0.0
+			for j, v := range zr {
+				want += float64(y[row*k+j]) * (lse - float64(v))
+				pw := math.Exp(float64(v)-m) / sum
+				if d := math.Abs(p[row*k+j] - pw); !(d <= 1e-14*pw+1e-300) {
+					t.Fatalf("k %d row %d: p[%d] = %g, want %g", k, row, j, p[row*k+j], pw)
+				}
+			}
+			if d := math.Abs(loss[row] - want); !(d <= 1e-13*(1+want)) {
+				t.Fatalf("k %d row %d: loss %g, want %g", k, row, loss[row], want)
+			}
+		}
+		for set := 0; set < isa(); set++ {
+			p1, l1 := make([]float64, rows*k), make([]float64, rows)
+			softmaxXentISA(z, y, k, p1, l1, set)
+			for i := range p {
+				if math.Float64bits(p1[i]) != math.Float64bits(p[i]) {
+					t.Fatalf("k %d: set %d p[%d] = %g, widest set %g", k, set, i, p1[i], p[i])
+				}
+			}
+			for i := range loss {
+				if math.Float64bits(l1[i]) != math.Float64bits(loss[i]) {
+					t.Fatalf("k %d: set %d loss[%d] = %g, widest set %g", k, set, i, l1[i], loss[i])
+				}
+			}
+		}
+		z[4*k+k/2] = float32(math.NaN())
+		for set := 0; set <= isa(); set++ {
+			softmaxXentISA(z, y, k, p, loss, set)
+			if !math.IsNaN(loss[4]) || !math.IsNaN(p[4*k]) {
+				t.Errorf("k %d set %d: a NaN logit gives loss %g, p %g", k, set, loss[4], p[4*k])
+			}
+		}
+	}
+}

@@ -2,13 +2,11 @@ package nn
 
 import (
 	"fmt"
-	"math"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"badprune/internal/kernels"
-	"badprune/internal/workpool"
 )
 
 // poolOp is Keras MaxPooling2D on NHWC input.
@@ -260,30 +258,8 @@ func (op xentOp) InferShape(...G.DimSizer) (tensor.Shape, error) {
 // softmaxRows writes the softmax of each row of z (n rows of k) into p and
 // returns the summed cross-entropy against y.
 func softmaxRows(z, y []float32, k int, p []float64) float64 {
-	rows := len(z) / k
-	loss := make([]float64, rows)
-	workpool.Split(rows, 4, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			row, pr := z[r*k:(r+1)*k], p[r*k:(r+1)*k]
-			m := float64(row[0])
-			for _, v := range row {
-				m = max(m, float64(v))
-			}
-			sum := 0.0
-			for j, v := range row {
-				e := math.Exp(float64(v) - m)
-				pr[j] = e
-				sum += e
-			}
-			lse := m + math.Log(sum)
-			for j, v := range row {
-				pr[j] /= sum
-				if t := float64(y[r*k+j]); t != 0 {
-					loss[r] += t * (lse - float64(v))
-				}
-			}
-		}
-	})
+	loss := make([]float64, len(z)/k)
+	kernels.SoftmaxXent(z, y, k, p, loss)
 	total := 0.0
 	for _, l := range loss { // in row order, on any number of cores
 		total += l
