@@ -336,6 +336,7 @@ func TestReadBytes(t *testing.T) {
 		{"u8_nchw.h5", h5.StoreUint8, []int{n, c, h, w}},
 		{"f32_nhwc.h5", h5.StoreFloat32, []int{n, h, w, c}},
 		{"f64_nchw.h5", h5.StoreFloat64, []int{n, c, h, w}},
+		{"f64_nhwc.h5", h5.StoreFloat64, []int{n, h, w, c}},
 	} {
 		s, err := h5data.Open(write(tc.name, tc.typ, tc.dims, pix), opt)
 		if err != nil {
@@ -359,10 +360,14 @@ func TestReadBytes(t *testing.T) {
 		}
 		s.Close()
 	}
-	for _, bad := range []float32{0.5, 256, -1, float32(math.NaN())} {
+	for i, bad := range []float32{0.5, 256, -1, float32(math.NaN()), 254.5, 1e-3} {
 		p := slices.Clone(pix)
 		p[len(p)-5] = bad
-		s, err := h5data.Open(write("bad.h5", h5.StoreFloat64, []int{n, c, h, w}, p), opt)
+		dims := []int{n, c, h, w}
+		if i%2 == 1 {
+			dims = []int{n, h, w, c}
+		}
+		s, err := h5data.Open(write("bad.h5", h5.StoreFloat64, dims, p), opt)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -275,3 +275,47 @@ func TestConvertISA(t *testing.T) {
 		}
 	}
 }
+
+// TestNarrow: float64 values stored channels-last or channels-first narrow
+// to their bytes, NHWC; any value that is not an integer 0..255, wherever
+// it is (a vector's first lane, the tail past the last whole vector, any
+// plane), is refused.
+func TestNarrow(t *testing.T) {
+	r := rand.New(rand.NewPCG(51, 52))
+	for _, cf := range []bool{false, true} {
+		for _, hw := range []int{1, 5, 16, 47 * 55} {
+			const n, c = 3, 3
+			src := make([]float64, n*hw*c)
+			for i := range src {
+				src[i] = float64(r.IntN(256))
+			}
+			src[0] = math.Copysign(0, -1) // -0 is 0
+			dst := make([]uint8, len(src))
+			if !Narrow(src, n, c, hw, cf, dst) {
+				t.Fatalf("cf %v hw %d: integers 0..255 refused", cf, hw)
+			}
+			for i := range n {
+				for p := range hw {
+					for ch := range c {
+						v := src[(i*hw+p)*c+ch]
+						if cf {
+							v = src[(i*c+ch)*hw+p]
+						}
+						if got := dst[(i*hw+p)*c+ch]; got != uint8(v) {
+							t.Fatalf("cf %v hw %d: image %d pixel %d channel %d = %d, want %v", cf, hw, i, p, ch, got, v)
+						}
+					}
+				}
+			}
+			for _, at := range []int{0, min(9, len(src)-1), len(src)/2 + 1, len(src) - 1} {
+				for _, bad := range []float64{0.5, 255.5, 256, -1, math.NaN(), math.Inf(1), 1e-300} {
+					s := slices.Clone(src)
+					s[at] = bad
+					if Narrow(s, n, c, hw, cf, make([]uint8, len(s))) {
+						t.Errorf("cf %v hw %d: %v at %d accepted", cf, hw, bad, at)
+					}
+				}
+			}
+		}
+	}
+}
