@@ -830,6 +830,82 @@ void bp_conv2d_pool(const float *in, int N, int H, int W, int C, const float *kp
 	free(scratch);
 }
 
+// Training's pooled convolution keeps, per pooled value, which window
+// entry it came from: 0..3 in row-major order (the first maximum, strict >,
+// as bp_maxpool_grad picks), or 4 when that maximum is not positive and
+// no gradient flows back through the ReLU. The pooled values are the
+// maxima bp_conv2d and bp_maxpool give (non-negative after the ReLU, so
+// any order of comparison gives the same bits).
+static void pool_codes_row(const float *r0, const float *r1, int OW, int C, float *o, unsigned char *cd) {
+	for (int ox = 0; ox < OW; ox++, r0 += 2 * C, r1 += 2 * C, o += C, cd += C)
+		for (int c = 0; c < C; c++) {
+			const float v[4] = {r0[c], r0[C + c], r1[c], r1[C + c]};
+			float m = v[0];
+			int k = 0;
+			for (int j = 1; j < 4; j++)
+				if (v[j] > m) m = v[j], k = j;
+			o[c] = m;
+			cd[c] = m > 0 ? (unsigned char)k : 4;
+		}
+}
+
+T512 static void pool_codes_row_512(const float *r0, const float *r1, int OW, int C, float *o, unsigned char *cd) {
+	const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2), three = _mm512_set1_epi32(3),
+	              four = _mm512_set1_epi32(4);
+	for (int ox = 0; ox < OW; ox++, r0 += 2 * C, r1 += 2 * C, o += C, cd += C)
+		for (int c = 0; c < C; c += 16) {
+			const __mmask16 t = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+			const float *at[4] = {r0 + c, r0 + C + c, r1 + c, r1 + C + c};
+			__m512 m = _mm512_maskz_loadu_ps(t, at[0]);
+			__mmask16 k[4] = {0};
+			for (int j = 1; j < 4; j++) {
+				const __m512 v = _mm512_maskz_loadu_ps(t, at[j]);
+				k[j] = _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ);
+				m = _mm512_mask_mov_ps(m, k[j], v);
+			}
+			__m512i code = _mm512_setzero_si512();
+			code = _mm512_mask_mov_epi32(code, k[1], one);
+			code = _mm512_mask_mov_epi32(code, k[2], two);
+			code = _mm512_mask_mov_epi32(code, k[3], three);
+			code = _mm512_mask_mov_epi32(four, _mm512_cmp_ps_mask(m, _mm512_setzero_ps(), _CMP_GT_OQ), code);
+			_mm512_mask_storeu_ps(o + c, t, m);
+			_mm_mask_storeu_epi8(cd + c, t, _mm512_cvtepi32_epi8(code));
+		}
+}
+
+// bp_conv2d_pool_codes is bp_conv2d (with its ReLU) followed by a 2x2,
+// stride 2 max pool for training: out gets the pooled values, codes their
+// window entries (pool_codes_row); the unpooled output only passes through
+// a block of rows that stays in L2.
+void bp_conv2d_pool_codes(const float *in, int N, int H, int W, int C, const float *kp,
+                          const float *bias, int KH, int KW, int OC, int SH, int SW,
+                          float *out, unsigned char *codes, int OH, int OW) {
+	conv_t c;
+	if (KH > 64) return;
+	const int CH = (H - KH) / SH + 1, CW = (W - KW) / SW + 1; // conv output size
+	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, 1, CH, CW, bp_isa());
+	// Blocks of conv rows that stay in L2 between conv and pool: a whole
+	// image when it fits in a quarter of L2 (conv_1's pixels-in-lanes
+	// kernel ran 1.9 times as long on two blocks an image as on one).
+	int blk = (65536 / (CW * OC > 0 ? CW * OC : 1)) & ~1;
+	if (blk < 2) blk = 2;
+	if (blk > 2 * OH) blk = 2 * OH;
+	float *scratch = malloc(sizeof(float) * (long)blk * CW * OC);
+	for (long n = 0; n < N; n++) {
+		for (int y0 = 0; y0 < 2 * OH; y0 += blk) {
+			const int rows = y0 + blk < 2 * OH ? blk : 2 * OH - y0;
+			const long q0 = (n * CH + y0) * (long)CW;
+			conv_range(&c, q0, q0 + (long)rows * CW, scratch);
+			for (int r = 0; r < rows; r += 2) {
+				const long o = ((n * OH) + (y0 + r) / 2) * (long)OW * OC;
+				(c.isa == 2 ? pool_codes_row_512 : pool_codes_row)(scratch + (long)r * CW * OC,
+				                                                     scratch + (long)(r + 1) * CW * OC, OW, OC, out + o, codes + o);
+			}
+		}
+	}
+	free(scratch);
+}
+
 // The lab's pool: 2x2 windows, stride 2, no padding, all cells in range.
 static void maxpool_2x2(const float *in, int N, int H, int W, int C, float *out,
                         int OH, int OW) {

@@ -12,6 +12,8 @@ package kernels
 // #include "kernels.h"
 // void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W,
 //                               int C, int OH, int OW, float *din, double *db, int isa);
+// void bp_pool_codes_grad(const unsigned char *codes, const float *dout, int N, int H, int W, int C,
+//                         int OH, int OW, float *din, double *db, int isa);
 // void bp_colsum(const float *x, long rows, int c, double *acc);
 // void bp_colsum_isa(const float *x, long rows, int c, double *acc, int isa);
 // typedef struct {
@@ -214,11 +216,19 @@ func (p Pool) MaxPoolGradReLU(in, dout []float32, n, h, w, c, oh, ow int, din, d
 // gradReLUISA is MaxPoolGradReLU's work with the instruction set chosen.
 func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64, set int) {
 	inSz, outSz := h*w*c, oh*ow*c
+	routeParts(n, c, db, acc, func(a, b int, pdb *C.double) {
+		C.bp_maxpool_grad_relu_isa(fptr(in[a*inSz:]), fptr(dout[a*outSz:]), C.int(b-a), C.int(h),
+			C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[a*inSz:]), pdb, C.int(set))
+	})
+}
+
+// routeParts runs route, a pooled gradient's routing, over images [a, b)
+// of n, spread over the cores; with db, in fixed parts of the batch, each
+// adding its channel sums to its own c values of acc (ColSumsScratch), the
+// parts then added in order into db: the same bits on any number of cores.
+func routeParts(n, c int, db []float32, acc []float64, route func(a, b int, db *C.double)) {
 	if db == nil {
-		parallel(n, 8, func(lo, hi int) {
-			C.bp_maxpool_grad_relu_isa(fptr(in[lo*inSz:]), fptr(dout[lo*outSz:]), C.int(hi-lo), C.int(h),
-				C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[lo*inSz:]), nil, C.int(set))
-		})
+		parallel(n, 8, func(lo, hi int) { route(lo, hi, nil) })
 		return
 	}
 	const parts = colSumParts
@@ -230,9 +240,7 @@ func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din, db []
 			clear(acc[p*c : (p+1)*c])
 			a, b := n*p/parts, n*(p+1)/parts
 			if a < b {
-				C.bp_maxpool_grad_relu_isa(fptr(in[a*inSz:]), fptr(dout[a*outSz:]), C.int(b-a), C.int(h),
-					C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[a*inSz:]),
-					(*C.double)(unsafe.Pointer(&acc[p*c])), C.int(set))
+				route(a, b, (*C.double)(unsafe.Pointer(&acc[p*c])))
 			}
 		}
 	})
@@ -243,6 +251,49 @@ func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din, db []
 		}
 		db[j] = float32(s)
 	}
+}
+
+// ForwardPoolCodes is ForwardPool, rectified, for training: out gets the
+// pooled values (those of Forward then MaxPool), codes (as many) the
+// window entry each came from, 0..3 in row-major order (the first
+// maximum), 4 when it is not positive and no gradient flows back through
+// the ReLU. The unpooled output is never stored whole, and
+// MaxPoolGradCodes need not search the windows again.
+func (cv *Conv) ForwardPoolCodes(in []float32, n, h, w int, out []float32, codes []uint8) {
+	oh, ow := OutSize(h, cv.KH, cv.SH)/2, OutSize(w, cv.KW, cv.SW)/2
+	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
+	_ = in[n*inSz-1]
+	_ = out[n*outSz-1]
+	_ = codes[n*outSz-1]
+	cv.parallel(n, 1, func(lo, hi int) {
+		C.bp_conv2d_pool_codes(fptr(in[lo*inSz:]), C.int(hi-lo), C.int(h), C.int(w), C.int(cv.C),
+			fptr(cv.packed), fptr(cv.bias), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
+			C.int(cv.SH), C.int(cv.SW), fptr(out[lo*outSz:]), (*C.uchar)(&codes[lo*outSz]), C.int(oh), C.int(ow))
+	})
+}
+
+// MaxPoolGradCodes is MaxPoolGradReLU with the windows' entries taken from
+// ForwardPoolCodes's codes: din (n images of h x w x c, the convolution's
+// output) and db (unless nil) get the same bits.
+func MaxPoolGradCodes(codes []uint8, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64) {
+	maxPoolGradCodesISA(codes, dout, n, h, w, c, oh, ow, din, db, acc, isa())
+}
+
+func maxPoolGradCodesISA(codes []uint8, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64, set int) {
+	inSz, outSz := h*w*c, oh*ow*c
+	if n == 0 {
+		return
+	}
+	_ = din[n*inSz-1]
+	_ = dout[n*outSz-1]
+	_ = codes[n*outSz-1]
+	if db != nil {
+		_ = db[c-1]
+	}
+	routeParts(n, c, db, acc, func(a, b int, pdb *C.double) {
+		C.bp_pool_codes_grad((*C.uchar)(&codes[a*outSz]), fptr(dout[a*outSz:]), C.int(b-a), C.int(h),
+			C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[a*inSz:]), pdb, C.int(set))
+	})
 }
 
 // ColSumsScratch is the length of the scratch ColSums needs for c columns.

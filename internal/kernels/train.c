@@ -152,6 +152,67 @@ void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, 
 	}
 }
 
+// codes_row_plain is row_plain with the arg-max of each window given, as
+// bp_conv2d_pool_codes kept it (4: nothing routed): the same gradient, the
+// same sums.
+static void codes_row_plain(const unsigned char *cd, long row, int C, int OW, const float *g, float *d, double *db) {
+	const long at[4] = {0, C, row, row + C};
+	for (int c = 0; c < C; c++) {
+		double sum = 0;
+		for (int ox = 0; ox < OW; ox++) {
+			float *dw = d + (long)2 * ox * C;
+			const int best = cd[(long)ox * C + c];
+			const float routed = best < 4 ? g[(long)ox * C + c] : 0.0f;
+			for (int k = 0; k < 4; k++) dw[at[k] + c] = k == best ? routed : 0.0f;
+			sum += (double)routed;
+		}
+		if (db) db[c] += sum;
+	}
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
+codes_row_512(const unsigned char *cd, long row, int C, int OW, const float *g, float *d, double *db) {
+	const long at[4] = {0, C, row, row + C};
+	for (int c = 0; c < C; c += 16) {
+		const __mmask16 t = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
+		__m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+		for (int ox = 0; ox < OW; ox++) {
+			const __m512i code = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(t, cd + (long)ox * C + c));
+			const __mmask16 routed = _mm512_cmplt_epi32_mask(code, _mm512_set1_epi32(4));
+			const __m512 gv = _mm512_maskz_loadu_ps(t & routed, g + (long)ox * C + c);
+			float *dw = d + (long)2 * ox * C + c;
+			for (int j = 0; j < 4; j++)
+				_mm512_mask_storeu_ps(dw + at[j], t, _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(code, _mm512_set1_epi32(j)), gv));
+			s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(gv)));
+			s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(gv, 1)));
+		}
+		if (db) {
+			const __mmask8 t0 = (__mmask8)t, t1 = (__mmask8)(t >> 8);
+			_mm512_mask_storeu_pd(db + c, t0, _mm512_add_pd(_mm512_maskz_loadu_pd(t0, db + c), s0));
+			if (t1) _mm512_mask_storeu_pd(db + c + 8, t1, _mm512_add_pd(_mm512_maskz_loadu_pd(t1, db + c + 8), s1));
+		}
+	}
+}
+
+// bp_pool_codes_grad is bp_maxpool_grad_relu_isa with the windows' arg-max
+// given as codes (N,OH,OW,C) instead of found in the pool's input: din
+// (N,H,W,C) is set whole, db (unless NULL) gets the routed sums added.
+void bp_pool_codes_grad(const unsigned char *codes, const float *dout, int N, int H, int W, int C,
+                        int OH, int OW, float *din, double *db, int isa) {
+	const long row = (long)W * C;
+	for (long n = 0; n < N; n++) {
+		float *dimg = din + n * H * row;
+		for (int oy = 0; oy < OH; oy++) {
+			const long p = (n * OH + oy) * (long)OW * C;
+			(isa == 2 ? codes_row_512 : codes_row_plain)(codes + p, row, C, OW, dout + p, dimg + 2 * oy * row, db);
+			if (2 * OW < W) // a last column no window covers
+				for (int r = 0; r < 2; r++)
+					memset(dimg + (2 * oy + r) * row + (long)2 * OW * C, 0, sizeof(float) * (W - 2 * OW) * C);
+		}
+		if (2 * OH < H) memset(dimg + 2 * OH * row, 0, sizeof(float) * (H - 2 * OH) * row); // last rows
+	}
+}
+
 // bp_adam_coef are one Adam step's float32 coefficients (package train
 // computes them as gorgonia does).
 typedef struct {

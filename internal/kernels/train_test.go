@@ -319,3 +319,89 @@ func TestNarrow(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardPoolCodes: the pooled values of ForwardPoolCodes are those of
+// Forward then MaxPool, and MaxPoolGradCodes, from its codes, gives the
+// gradient and bias sums MaxPoolGradReLU finds by searching the unpooled
+// output again, bit for bit, on every kernel set: integer weights and
+// inputs make ties in windows (the first maximum is the one), odd sizes
+// leave rows and columns no window covers, a stride of 2.
+func TestForwardPoolCodes(t *testing.T) {
+	r := rand.New(rand.NewPCG(61, 62))
+	ints := func(n, lo, hi int) []float32 {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(lo + r.IntN(hi-lo+1))
+		}
+		return s
+	}
+	for _, tc := range []struct{ n, h, w, c, kh, kw, oc, s int }{
+		{3, 55, 47, 3, 4, 4, 20, 1}, // the lab's conv_1
+		{2, 26, 22, 20, 3, 3, 40, 1},
+		{2, 12, 10, 40, 3, 3, 60, 1},
+		{3, 10, 11, 5, 2, 2, 7, 1}, // a conv output of 9 x 10
+		{2, 13, 12, 3, 3, 3, 17, 2},
+	} {
+		k := ints(tc.kh*tc.kw*tc.c*tc.oc, -1, 1)
+		cv := NewConv(k, ints(tc.oc, -1, 1), tc.kh, tc.kw, tc.c, tc.oc, tc.s, tc.s)
+		in := ints(tc.n*tc.h*tc.w*tc.c, 0, 2)
+		ch, cw := OutSize(tc.h, tc.kh, tc.s), OutSize(tc.w, tc.kw, tc.s)
+		oh, ow := ch/2, cw/2
+		z := make([]float32, tc.n*ch*cw*tc.oc)
+		cv.Forward(in, tc.n, tc.h, tc.w, true, z)
+		want := make([]float32, tc.n*oh*ow*tc.oc)
+		pool := Pool{PH: 2, PW: 2, SH: 2, SW: 2}
+		pool.MaxPool(z, tc.n, ch, cw, tc.oc, oh, ow, want)
+		got, codes := make([]float32, len(want)), make([]uint8, len(want))
+		cv.ForwardPoolCodes(in, tc.n, tc.h, tc.w, got, codes)
+		ties := 0
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%+v: pooled %d = %g, Forward and MaxPool %g", tc, i, got[i], want[i])
+			}
+		}
+		dout := randSlice(r, len(want), -1, 1)
+		wantD, wantB := make([]float32, len(z)), make([]float32, tc.oc)
+		pool.MaxPoolGradReLU(z, dout, tc.n, ch, cw, tc.oc, oh, ow, wantD, wantB, nil)
+		for set := 0; set <= isa(); set++ {
+			d, db := make([]float32, len(z)), make([]float32, tc.oc)
+			for i := range d {
+				d[i] = float32(math.NaN())
+			}
+			maxPoolGradCodesISA(codes, dout, tc.n, ch, cw, tc.oc, oh, ow, d, db, nil, set)
+			for i := range d {
+				if math.Float32bits(d[i]) != math.Float32bits(wantD[i]) {
+					t.Fatalf("%+v set %d: din[%d] = %g from codes, %g searching the windows", tc, set, i, d[i], wantD[i])
+				}
+			}
+			for j := range db {
+				if math.Float32bits(db[j]) != math.Float32bits(wantB[j]) {
+					t.Fatalf("%+v set %d: bias gradient %d = %g from codes, %g searching the windows", tc, set, j, db[j], wantB[j])
+				}
+			}
+		}
+		// Windows whose maximum is positive and shared: the tie rule shows.
+		for n := range tc.n {
+			for y := range oh {
+				for x := range ow {
+					for c := range tc.oc {
+						at := func(dy, dx int) float32 { return z[((n*ch+2*y+dy)*cw+2*x+dx)*tc.oc+c] }
+						m := want[((n*oh+y)*ow+x)*tc.oc+c]
+						cnt := 0
+						for _, v := range []float32{at(0, 0), at(0, 1), at(1, 0), at(1, 1)} {
+							if v == m {
+								cnt++
+							}
+						}
+						if m > 0 && cnt > 1 {
+							ties++
+						}
+					}
+				}
+			}
+		}
+		if ties == 0 {
+			t.Fatalf("%+v: no window with a shared positive maximum: the tie rule is not checked", tc)
+		}
+	}
+}

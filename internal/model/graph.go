@@ -46,12 +46,13 @@ type GraphOptions struct {
 	Train bool
 }
 
-// Build makes the gorgonia graph of m. Unless Train is set, a Conv2D whose
-// only consumer is a 2x2/2 max pool is fused with it (and with its ReLU), so
-// the unpooled activations never reach memory, and a BatchNormalization
-// that is the only consumer of a linear convolution is folded into its
-// kernel and bias. Folded weights are computed here: a change to the
-// model's weights needs a new graph.
+// Build makes the gorgonia graph of m. A Conv2D whose only consumer is a
+// 2x2/2 max pool is fused with it (and with its ReLU), so the unpooled
+// activations never reach memory (with Train only a rectified one, which
+// keeps its windows' arg-max for its gradient). Unless Train is set, a
+// BatchNormalization that is the only consumer of a linear convolution is
+// folded into its kernel and bias. Folded weights are computed here: a
+// change to the model's weights needs a new graph.
 func (m *Model) Build(opt GraphOptions) (*Graph, error) {
 	if opt.Batch < 1 {
 		return nil, fmt.Errorf("batch size %d", opt.Batch)
@@ -109,7 +110,18 @@ func (m *Model) Build(opt GraphOptions) (*Graph, error) {
 
 	fused := map[string]bool{}  // conv layers folded into their pool
 	folded := map[string]bool{} // convolutions a BatchNormalization is folded into
-	if !opt.Train {
+	if opt.Train {
+		// A rectified Conv2D under a 2x2 max pool trains as one op that
+		// keeps its windows' arg-max (nn.ConvPoolTrain).
+		for _, l := range m.Layers {
+			if l.Kind != Conv2D || !need[l.Name] || gr.feeds[l.Name] != nil || slices.Contains(outs, l.Name) || !gr.plainReLU(m, l) {
+				continue
+			}
+			if cons := m.Consumers(l.Name); len(cons) == 1 && need[cons[0].Name] && isPool2x2(cons[0]) {
+				fused[l.Name] = true
+			}
+		}
+	} else {
 		for _, l := range m.Layers {
 			if !l.convLike() || !need[l.Name] || gr.feeds[l.Name] != nil || slices.Contains(outs, l.Name) {
 				continue
@@ -217,6 +229,9 @@ func (gr *Graph) layer(m *Model, l *Layer, fused, folded map[string]bool, train 
 		src := m.Layer(l.Inputs[0])
 		if fused[src.Name] {
 			k, b := gr.params(src)
+			if train {
+				return nn.ConvPoolTrain(gr.in(src, 0), k, b, gr.spec(m, src))
+			}
 			return gr.conv(m, src, gr.in(src, 0), k, b, true)
 		}
 		return nn.MaxPool(x(), gr.window(m, l).Pool, l.Shape[0], l.Shape[1])

@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"fmt"
+
 	G "gorgonia.org/gorgonia"
 
 	"badprune/internal/kernels"
@@ -9,6 +11,18 @@ import (
 // Conv applies a Keras Conv2D: x (N,H,W,C) NHWC, k (KH,KW,C,OC) HWIO, b (OC).
 func Conv(x, k, b *G.Node, spec ConvSpec) (*G.Node, error) {
 	return G.ApplyOp(newConvOp(spec), x, k, b)
+}
+
+// ConvPoolTrain is Conv with its ReLU and a 2x2/2 max pool fused, for a
+// training graph: it keeps, per pooled value, the window entry it came
+// from, so that its gradient neither stores nor searches the unpooled
+// output (kernels.Conv.ForwardPoolCodes).
+func ConvPoolTrain(x, k, b *G.Node, spec ConvSpec) (*G.Node, error) {
+	spec.ReLU, spec.Pool = true, true
+	op := newConvOp(spec)
+	op.train = true
+	op.name = fmt.Sprintf("ConvPoolTrain%+v", spec)
+	return G.ApplyOp(op, x, k, b)
 }
 
 // MaxPool applies a Keras MaxPooling2D with output size oh x ow.

@@ -82,6 +82,9 @@ type kept struct {
 	// them on the way (a ReLU-fused pool gradient: the bias gradient of
 	// the convolution below), else empty.
 	sums []float32
+	// codes are a training convolution's pooled values' window entries
+	// (kernels.Conv.ForwardPoolCodes) of this run.
+	codes []uint8
 }
 
 // float64s is n float64 of scratch: kept under KeepOutputs (a fresh
@@ -249,10 +252,11 @@ type ConvSpec struct {
 type convOp struct {
 	base
 	ConvSpec
+	train bool // pooled with codes kept, differentiable (ConvPoolTrain)
 }
 
 func newConvOp(spec ConvSpec) convOp {
-	return convOp{newBase(fmt.Sprintf("Conv%+v", spec), []int{4, 4, 1, 4}), spec}
+	return convOp{base: newBase(fmt.Sprintf("Conv%+v", spec), []int{4, 4, 1, 4}), ConvSpec: spec}
 }
 
 func (op convOp) DiffWRT(int) []bool               { return []bool{true, true, true} }
@@ -316,17 +320,45 @@ func (op convOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) 
 	cv := op.conv(ks[0], ks[1], ks[2], ks[3], op.SH, op.SW)
 	cv.Pack(k, b)
 	px, h, w := op.pad(x, xs)
-	if op.Pool {
+	switch {
+	case op.train:
+		if cap(op.keep.codes) < len(o) {
+			op.keep.codes = make([]uint8, len(o))
+		}
+		op.keep.codes = op.keep.codes[:len(o)]
+		cv.ForwardPoolCodes(px, xs[0], h, w, o, op.keep.codes)
+	case op.Pool:
 		cv.ForwardPool(px, xs[0], h, w, op.ReLU, o)
-	} else {
+	default:
 		cv.Forward(px, xs[0], h, w, op.ReLU, o)
 	}
 	return t, nil
 }
 
 func (op convOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	if op.Pool {
+	if op.Pool && !op.train {
 		return nil, fmt.Errorf("nn: no gradient for a convolution fused with its pool; build the graph for training")
+	}
+	if op.train {
+		// The gradient with respect to the unpooled output (the ReLU's
+		// included) and its channel sums, from the kept window entries;
+		// the pooled output is an input only so that the machine runs
+		// this after the forward pass.
+		unpooled := op.ConvSpec
+		unpooled.Pool = false
+		z, err := (convOp{ConvSpec: unpooled}).outShape(in[0].Shape(), in[1].Shape())
+		if err != nil {
+			return nil, err
+		}
+		cg := newCodesGradOp(op.keep, z)
+		if grad, err = G.ApplyOp(cg, output, grad); err != nil {
+			return nil, err
+		}
+		return applyAll(
+			opOn{newConvGradOp(op.ConvSpec, true, in[0].Shape()), G.Nodes{grad, in[1]}},
+			opOn{newConvGradOp(op.ConvSpec, false, in[1].Shape()), G.Nodes{in[0], grad}},
+			opOn{newBiasGradOpFrom(cg.keep), G.Nodes{grad}},
+		)
 	}
 	if op.ReLU && !reluApplied(grad, output) {
 		// Unless a pool's gradient has applied it already, the ReLU's.

@@ -112,6 +112,43 @@ func (op poolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 	return t, nil
 }
 
+// codesGradOp: (pooled, dpooled) -> dz, the gradient of a ConvPoolTrain's
+// loss with respect to its unpooled output before the ReLU, routed through
+// the window entries the forward pass kept (from.codes); the channel sums
+// of dz, the bias gradient, go to its own kept.sums. The pooled output is
+// an input only so that the machine runs the forward pass first.
+type codesGradOp struct {
+	base
+	from  *kept
+	shape tensor.Shape // of dz
+}
+
+func newCodesGradOp(from *kept, shape tensor.Shape) codesGradOp {
+	return codesGradOp{newBase(fmt.Sprintf("GradPoolCodes%v", shape), []int{4, 4, 4}), from, shape}
+}
+
+func (op codesGradOp) InferShape(...G.DimSizer) (tensor.Shape, error) { return op.shape.Clone(), nil }
+func (op codesGradOp) Do(v ...G.Value) (G.Value, error)               { return op.UsePreallocDo(nil, v...) }
+func (op codesGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, error) {
+	in, s, err := inputs(v, "pooled output", "output gradient")
+	if err != nil {
+		return nil, err
+	}
+	dy, ps, zs := in[1], s[1], op.shape
+	if len(op.from.codes) != len(dy) || len(ps) != 4 || ps[3] != zs[3] {
+		return nil, fmt.Errorf("pool codes grad: gradient %v without the forward pass's window entries", ps)
+	}
+	t, dz := op.out(prealloc, zs)
+	k, c := op.keep, zs[3]
+	if cap(k.sums) < c {
+		k.sums = make([]float32, c)
+	}
+	k.sums = k.sums[:c]
+	kernels.MaxPoolGradCodes(op.from.codes, dy, zs[0], zs[1], zs[2], c, ps[1], ps[2], dz, k.sums,
+		op.float64s(kernels.ColSumsScratch(c)))
+	return t, nil
+}
+
 // denseOp computes x·W + b for x (N,K), W (K,U), b (U), rectified when ReLU.
 type denseOp struct {
 	base

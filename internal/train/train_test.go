@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	G "gorgonia.org/gorgonia"
+
 	"badprune/internal/infer"
 	"badprune/internal/model"
 	"badprune/internal/testsupport/fixture"
@@ -137,6 +139,7 @@ func TestGradients(t *testing.T) {
 		name string
 		make func(uint64) (*model.Model, error)
 	}{
+		{"toy", func(seed uint64) (*model.Model, error) { return toy(t, 5, seed), nil }},
 		{"general", fixture.General},
 		{"layers", fixture.Layers},
 		{"merge", fixture.Merge},
@@ -194,7 +197,7 @@ func checkGradients(t *testing.T, name string, m *model.Model) {
 			checked++
 		}
 	}
-	if checked < 40 {
+	if checked < 5*len(tr.params) {
 		t.Fatalf("%s: checked only %d entries", name, checked)
 	}
 }
@@ -230,39 +233,44 @@ func TestMasksAndDeterminism(t *testing.T) {
 	}
 }
 
-// TestFusedGradients: the training graph of a Conv2D with a ReLU under a
-// 2x2 max pool applies the ReLU's gradient inside the pool's (no separate
-// 4-D ReLU or ReLU-gradient pass). TestGradients checks such gradients
-// against finite differences: fixture.General has the pattern.
+// TestFusedGradients: in the training graph a Conv2D with a ReLU under a
+// 2x2 max pool is one op that keeps its windows' arg-max, and its gradient
+// routes through them (toy); a ReLU under another pool has its gradient
+// applied inside the pool's (general); neither has a separate 4-D ReLU or
+// ReLU-gradient pass. TestGradients checks both against finite
+// differences.
 func TestFusedGradients(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		m     *model.Model
-		fused int
+		name      string
+		m         *model.Model
+		op, grads string
 	}{
-		{"toy", toy(t, 5, 3), 1},
-		{"general", must.Get(t, fixture.General, 5), 1},
+		{"toy", toy(t, 5, 3), "ConvPoolTrain", "GradPoolCodes"},
+		{"general", must.Get(t, fixture.General, 5), "Conv", "GradMaxPool"},
 	} {
 		tr, err := New(tc.m, Options{Epochs: 1, Batch: 4, LR: 1e-3})
 		if err != nil {
 			t.Fatal(err)
 		}
-		fused := 0
-		for _, n := range tr.gr.G.AllNodes() {
+		ops, grads := 0, 0
+		for _, n := range tr.run.AllNodes() {
 			if n.Op() == nil {
 				continue
 			}
 			name := n.Op().String()
-			if strings.HasPrefix(name, "GradMaxPool") && strings.HasSuffix(name, "{relu}") {
-				fused++
+			if strings.HasPrefix(name, tc.op+"{") {
+				ops++
+			}
+			if strings.HasPrefix(name, tc.grads) && (tc.grads == "GradPoolCodes" || strings.HasSuffix(name, "{relu}")) {
+				grads++
 			}
 			if strings.HasPrefix(name, "ReLU4") || strings.HasPrefix(name, "GradReLU4") {
 				t.Errorf("%s: training graph has %s", tc.name, name)
 			}
 		}
 		tr.Close()
-		if fused < tc.fused {
-			t.Errorf("%s: %d fused pool gradients, want %d", tc.name, fused, tc.fused)
+		if ops == 0 || grads == 0 {
+			t.Errorf("%s: %d %s ops, %d of their fused gradients", tc.name, ops, tc.op, grads)
 		}
 	}
 }
@@ -366,55 +374,70 @@ func TestNoInputGradient(t *testing.T) {
 	}
 }
 
-// TestPooledBiasGradient: the bias gradient of a convolution under a
-// ReLU-fused max pool, which the pool's gradient sums on the way, equals
-// the channel sums of the gradient it routes (finite differences in
+// TestBiasGradients: every bias gradient the machine computes (summed on
+// its own, or on the way by a pool's gradient) equals the channel sums of
+// the gradient it is the bias gradient of (finite differences in
 // TestGradients are too coarse for a bias gradient this small to be
-// wrong).
-func TestPooledBiasGradient(t *testing.T) {
-	m := toy(t, 4, 9)
-	const n = 8
-	d := quadrants(rand.New(rand.NewPCG(3, 3)), n)
-	tr, err := New(m, Options{Epochs: 1, Batch: n, LR: 1e-3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	copy(tr.input(), d.X)
-	for i, l := range d.Labels {
-		tr.yBuf[i*m.Classes+l] = 1
-	}
-	if err := tr.vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	var routed []float32
-	for _, nd := range tr.run.AllNodes() {
-		if nd.Op() != nil && strings.HasPrefix(nd.Op().String(), "GradMaxPool") && strings.HasSuffix(nd.Op().String(), "{relu}") {
-			routed = nd.Value().Data().([]float32)
+// wrong): toy's pooled convolution (its window entries kept), general's
+// 3x2 pool (searched, the sums left to the bias's op) and dense layers.
+func TestBiasGradients(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		m    *model.Model
+	}{
+		{"toy", toy(t, 4, 9)},
+		{"general", must.Get(t, fixture.General, 5)},
+	} {
+		m := tc.m
+		h, w, c := m.InputShape()
+		const n = 8
+		x := fixture.RandomImages(rand.New(rand.NewPCG(3, 3)), n, h, w, c)
+		tr, err := New(m, Options{Epochs: 1, Batch: n, LR: 1e-3})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if routed == nil {
-		t.Fatal("no ReLU-fused pool gradient in the graph")
-	}
-	g, err := tr.gr.Params["c1"][1].Grad()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := g.Data().([]float32)
-	want := make([]float64, len(got))
-	for i, v := range routed {
-		want[i%len(got)] += float64(v)
-	}
-	nonzero := 0
-	for c := range got {
-		if math.Abs(float64(got[c])-want[c]) > 1e-6*(1+math.Abs(want[c])) || math.IsNaN(float64(got[c])) {
-			t.Errorf("c1 bias gradient %d: %g, the routed gradient sums to %g", c, got[c], want[c])
+		copy(tr.input(), x)
+		for i := range n {
+			tr.yBuf[i*m.Classes+i%m.Classes] = 1
 		}
-		if want[c] != 0 {
-			nonzero++
+		if err := tr.vm.RunAll(); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if nonzero == 0 {
-		t.Fatal("every channel's routed gradient sums to zero: the test checks nothing")
+		checked, kept := 0, 0
+		for _, nd := range tr.run.AllNodes() {
+			if nd.Op() == nil || !strings.HasPrefix(nd.Op().String(), "BiasGrad") {
+				continue
+			}
+			if strings.HasSuffix(nd.Op().String(), "{kept}") {
+				kept++
+			}
+			ch := tr.run.From(nd.ID())
+			if !ch.Next() {
+				t.Fatalf("%s: %v has no input", tc.name, nd.Op())
+			}
+			in := ch.Node().(*G.Node).Value().Data().([]float32)
+			got := nd.Value().Data().([]float32)
+			want := make([]float64, len(got))
+			for i, v := range in {
+				want[i%len(got)] += float64(v)
+			}
+			nonzero := 0
+			for j := range got {
+				if d := math.Abs(float64(got[j]) - want[j]); !(d <= 1e-6*(1+math.Abs(want[j]))) {
+					t.Errorf("%s: %v: channel %d: %g, the gradient sums to %g", tc.name, nd.Op(), j, got[j], want[j])
+				}
+				if want[j] != 0 {
+					nonzero++
+				}
+			}
+			if nonzero == 0 {
+				t.Errorf("%s: %v: every channel sums to zero: checks nothing", tc.name, nd.Op())
+			}
+			checked++
+		}
+		tr.Close()
+		if checked < 3 || kept == 0 {
+			t.Errorf("%s: %d bias gradients checked, %d of them kept by a pool's gradient", tc.name, checked, kept)
+		}
 	}
 }
