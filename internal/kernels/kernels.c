@@ -797,6 +797,8 @@ static void conv_tile_pool(const conv_t *c, int N, float *out, int OH, int OW) {
 	}
 }
 
+static void conv_pool_blocks(const conv_t *c, int N, int most, float *out, unsigned char *codes, int OH, int OW);
+
 void bp_conv2d_pool(const float *in, int N, int H, int W, int C, const float *kp,
                     const float *bias, int KH, int KW, int OC, int SH, int SW,
                     int relu, float *out, int OH, int OW) {
@@ -813,21 +815,7 @@ void bp_conv2d_pool(const float *in, int N, int H, int W, int C, const float *kp
 		return;
 	}
 	// Blocks of conv rows small enough to stay in L2 between conv and pool.
-	int blk = (32768 / (CW * OC > 0 ? CW * OC : 1)) & ~1;
-	if (blk < 2) blk = 2;
-	if (blk > 2 * OH) blk = 2 * OH;
-	float *scratch = malloc(sizeof(float) * (long)blk * CW * OC);
-	for (long n = 0; n < N; n++) {
-		for (int y0 = 0; y0 < 2 * OH; y0 += blk) {
-			const int rows = y0 + blk < 2 * OH ? blk : 2 * OH - y0;
-			const long q0 = (n * CH + y0) * (long)CW;
-			conv_range(&c, q0, q0 + (long)rows * CW, scratch);
-			for (int r = 0; r < rows; r += 2)
-				(c.isa == 2 ? pool_rows_2x2_512 : pool_rows_2x2)(scratch + (long)r * CW * OC, scratch + (long)(r + 1) * CW * OC,
-				              OW, OC, out + ((n * OH) + (y0 + r) / 2) * (long)OW * OC);
-		}
-	}
-	free(scratch);
+	conv_pool_blocks(&c, N, 32768, out, NULL, OH, OW);
 }
 
 // Training's pooled convolution keeps, per pooled value, which window
@@ -873,6 +861,33 @@ T512 static void pool_codes_row_512(const float *r0, const float *r1, int OW, in
 		}
 }
 
+// conv_pool_blocks runs c's convolution over blocks of an even number of
+// conv rows, as many as fit in most floats, into scratch, and pools each
+// pair of rows into out (with codes, keeping the windows' entries).
+static void conv_pool_blocks(const conv_t *c, int N, int most, float *out, unsigned char *codes, int OH, int OW) {
+	const int CH = c->OH, CW = c->OW, OC = c->OC;
+	int blk = (most / (CW * OC > 0 ? CW * OC : 1)) & ~1;
+	if (blk < 2) blk = 2;
+	if (blk > 2 * OH) blk = 2 * OH;
+	float *scratch = malloc(sizeof(float) * (long)blk * CW * OC);
+	for (long n = 0; n < N; n++) {
+		for (int y0 = 0; y0 < 2 * OH; y0 += blk) {
+			const int rows = y0 + blk < 2 * OH ? blk : 2 * OH - y0;
+			const long q0 = (n * CH + y0) * (long)CW;
+			conv_range(c, q0, q0 + (long)rows * CW, scratch);
+			for (int r = 0; r < rows; r += 2) {
+				const float *r0 = scratch + (long)r * CW * OC, *r1 = r0 + (long)CW * OC;
+				const long o = ((n * OH) + (y0 + r) / 2) * (long)OW * OC;
+				if (codes)
+					(c->isa == 2 ? pool_codes_row_512 : pool_codes_row)(r0, r1, OW, OC, out + o, codes + o);
+				else
+					(c->isa == 2 ? pool_rows_2x2_512 : pool_rows_2x2)(r0, r1, OW, OC, out + o);
+			}
+		}
+	}
+	free(scratch);
+}
+
 // bp_conv2d_pool_codes is bp_conv2d (with its ReLU) followed by a 2x2,
 // stride 2 max pool for training: out gets the pooled values, codes their
 // window entries (pool_codes_row); the unpooled output only passes through
@@ -884,26 +899,10 @@ void bp_conv2d_pool_codes(const float *in, int N, int H, int W, int C, const flo
 	if (KH > 64) return;
 	const int CH = (H - KH) / SH + 1, CW = (W - KW) / SW + 1; // conv output size
 	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, 1, CH, CW, bp_isa());
-	// Blocks of conv rows that stay in L2 between conv and pool: a whole
-	// image when it fits in a quarter of L2 (conv_1's pixels-in-lanes
-	// kernel ran 1.9 times as long on two blocks an image as on one).
-	int blk = (65536 / (CW * OC > 0 ? CW * OC : 1)) & ~1;
-	if (blk < 2) blk = 2;
-	if (blk > 2 * OH) blk = 2 * OH;
-	float *scratch = malloc(sizeof(float) * (long)blk * CW * OC);
-	for (long n = 0; n < N; n++) {
-		for (int y0 = 0; y0 < 2 * OH; y0 += blk) {
-			const int rows = y0 + blk < 2 * OH ? blk : 2 * OH - y0;
-			const long q0 = (n * CH + y0) * (long)CW;
-			conv_range(&c, q0, q0 + (long)rows * CW, scratch);
-			for (int r = 0; r < rows; r += 2) {
-				const long o = ((n * OH) + (y0 + r) / 2) * (long)OW * OC;
-				(c.isa == 2 ? pool_codes_row_512 : pool_codes_row)(scratch + (long)r * CW * OC,
-				                                                     scratch + (long)(r + 1) * CW * OC, OW, OC, out + o, codes + o);
-			}
-		}
-	}
-	free(scratch);
+	// A whole image a block when it fits in a quarter of L2 (conv_1's
+	// pixels-in-lanes kernel ran 1.9 times as long on two blocks an image
+	// as on one).
+	conv_pool_blocks(&c, N, 65536, out, codes, OH, OW);
 }
 
 // The lab's pool: 2x2 windows, stride 2, no padding, all cells in range.

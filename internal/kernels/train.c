@@ -89,6 +89,15 @@ static void row_plain(const float *x, long row, int C, int OW, const float *g, f
 	}
 }
 
+// add_sums_512 adds the 16 channel sums s0 (channels 0-7) and s1 (8-15),
+// those of mask t, to db.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static inline void
+add_sums_512(double *db, __mmask16 t, __m512d s0, __m512d s1) {
+	const __mmask8 t0 = (__mmask8)t, t1 = (__mmask8)(t >> 8);
+	_mm512_mask_storeu_pd(db, t0, _mm512_add_pd(_mm512_maskz_loadu_pd(t0, db), s0));
+	if (t1) _mm512_mask_storeu_pd(db + 8, t1, _mm512_add_pd(_mm512_maskz_loadu_pd(t1, db + 8), s1));
+}
+
 // row_512 is row_plain on 16 channels at a time, the same comparisons in
 // the same order as masks and the same sums (kept in registers along the
 // row): the same bits.
@@ -116,11 +125,7 @@ row_512(const float *x, long row, int C, int OW, const float *g, float *d, doubl
 			s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(gv)));
 			s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(gv, 1)));
 		}
-		if (db) {
-			const __mmask8 t0 = (__mmask8)t, t1 = (__mmask8)(t >> 8);
-			_mm512_mask_storeu_pd(db + c, t0, _mm512_add_pd(_mm512_maskz_loadu_pd(t0, db + c), s0));
-			if (t1) _mm512_mask_storeu_pd(db + c + 8, t1, _mm512_add_pd(_mm512_maskz_loadu_pd(t1, db + c + 8), s1));
-		}
+		if (db) add_sums_512(db + c, t, s0, s1);
 	}
 }
 
@@ -186,11 +191,7 @@ codes_row_512(const unsigned char *cd, long row, int C, int OW, const float *g, 
 			s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(gv)));
 			s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(gv, 1)));
 		}
-		if (db) {
-			const __mmask8 t0 = (__mmask8)t, t1 = (__mmask8)(t >> 8);
-			_mm512_mask_storeu_pd(db + c, t0, _mm512_add_pd(_mm512_maskz_loadu_pd(t0, db + c), s0));
-			if (t1) _mm512_mask_storeu_pd(db + c + 8, t1, _mm512_add_pd(_mm512_maskz_loadu_pd(t1, db + c + 8), s1));
-		}
+		if (db) add_sums_512(db + c, t, s0, s1);
 	}
 }
 
