@@ -2,7 +2,8 @@
 // product, the kernel's gradient and the input's gradient. Each output is
 // one chain of fused multiply-adds in a fixed order, whatever the kernel
 // set and however the caller cuts the work, so every set and any number of
-// cores give the same bits.
+// cores give the same bits (for finite values: which NaN comes out of
+// NaN operands may differ).
 #include <immintrin.h>
 #include <math.h>
 
@@ -296,8 +297,10 @@ static inline double tree8(const double *s) {
 }
 
 // softmax_row_plain writes the softmax of z (k logits) into p and returns
-// the cross-entropy against y.
-static double softmax_row_plain(const float *z, const float *y, int k, double *p) {
+// the cross-entropy against y. Contraction off: a build for a CPU with FMA
+// must not fuse the loss's products and sums, which the vector path keeps
+// apart.
+__attribute__((optimize("fp-contract=off"))) static double softmax_row_plain(const float *z, const float *y, int k, double *p) {
 	float m = z[0];
 	for (int j = 1; j < k; j++) m = z[j] > m || z[j] != z[j] ? z[j] : m;
 	double s[8] = {0};
@@ -325,7 +328,7 @@ T512D static inline __m512d exp_neg_512(__m512d x) {
 }
 
 // Contraction off: the loss's products and sums round apart, as in the
-// plain path (compiled for a CPU without FMA).
+// plain path.
 T512D __attribute__((optimize("fp-contract=off"))) static double softmax_row_512(const float *z, const float *y, int k, double *p) {
 	float m = z[0];
 	for (int j = 1; j < k; j++) m = z[j] > m || z[j] != z[j] ? z[j] : m;

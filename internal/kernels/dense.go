@@ -13,8 +13,8 @@ import "unsafe"
 
 // The dense layers' training products. Each output is one chain of fused
 // multiply-adds in a fixed order (DenseGradInput's in 16 interleaved
-// chains added as a tree), so the bits depend neither on the kernel set nor
-// on the number of cores. Inference keeps Conv's dense path: its results
+// chains added as a tree), so the bits of finite results depend neither on
+// the kernel set nor on the number of cores. Inference keeps Conv's dense path: its results
 // are what the pruning engine's are checked against.
 
 // densePanel is the columns one call of a product takes: five 16-lane
@@ -31,7 +31,10 @@ func denseForwardISA(x, w, b []float32, n, k, u int, y []float32, set int) {
 	if n == 0 || u == 0 {
 		return
 	}
-	_, _, _, _ = x[n*k-1], w[k*u-1], b[u-1], y[n*u-1]
+	_, _ = b[u-1], y[n*u-1]
+	if k > 0 { // else every output is its bias
+		_, _ = x[n*k-1], w[k*u-1]
+	}
 	// Units of a column panel by half the batch: a panel of w is read once
 	// a unit while its rows stream by.
 	panels, halves := (u+densePanel-1)/densePanel, 2
@@ -97,8 +100,9 @@ func denseGradInputISA(dy, w []float32, n, k, u int, dx []float32, set int) {
 
 // SoftmaxXent writes the softmax of each row of z (rows of k logits) into
 // p, in float64, and each row's cross-entropy against the targets y (as z)
-// into loss (one per row). Its exp is a polynomial of its own, within an
-// ulp or two of math.Exp, the same bits on every kernel set.
+// into loss (one per row). Its exp is a polynomial of its own (vectorized
+// on AVX-512), within 1e-14 relative of math.Exp, the same bits on every
+// kernel set for finite logits.
 func SoftmaxXent(z, y []float32, k int, p, loss []float64) {
 	softmaxXentISA(z, y, k, p, loss, isa())
 }

@@ -11,7 +11,7 @@ import (
 // denseCase are the products' shapes: remainders of the row tiles (4),
 // the 16-lane vectors and the 80-column panels, and the lab's dense layers.
 var denseCases = []struct{ n, k, u int }{
-	{1, 1, 1}, {3, 5, 7}, {5, 17, 33}, {9, 31, 81}, {6, 70, 161}, {64, 1200, 160}, {64, 160, 1283}, {13, 9, 200},
+	{1, 1, 1}, {3, 0, 5}, {3, 5, 7}, {5, 17, 33}, {9, 31, 81}, {6, 70, 161}, {64, 1200, 160}, {64, 160, 1283}, {13, 9, 200},
 }
 
 // denseProducts runs the three products on kernel set set, outputs filled

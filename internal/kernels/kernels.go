@@ -11,7 +11,7 @@ package kernels
 // #cgo CFLAGS: -O3 -std=gnu11
 // #include "kernels.h"
 // void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W,
-//                               int C, int OH, int OW, float *din, double *db, int isa);
+//                               int C, int OH, int OW, float *din, int isa);
 // void bp_pool_codes_grad(const unsigned char *codes, const float *dout, int N, int H, int W, int C,
 //                         int OH, int OW, float *din, double *db, int isa);
 // void bp_colsum(const float *x, long rows, int c, double *acc);
@@ -190,15 +190,10 @@ func (p Pool) MaxPoolGrad(in, dout []float32, n, h, w, c, oh, ow int, din []floa
 }
 
 // MaxPoolGradReLU sets din to the gradient of MaxPool(relu(z)) with
-// respect to z, given in = relu(z) and dout; every entry is written. Unless
-// db is nil, it also sets db (c values) to the sums of din's channels, the
-// bias gradient of the convolution that made z, without a pass over din:
-// summed from the routed gradients in float64, in fixed parts of the batch
-// added in order (the same bits on any number of cores); acc is scratch of
-// ColSumsScratch(c) values, or nil. It reports false, doing nothing,
-// unless p is a 2x2 pool of stride 2 without padding (in, dout and din must
-// not overlap).
-func (p Pool) MaxPoolGradReLU(in, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64) bool {
+// respect to z, given in = relu(z) and dout; every entry is written. It
+// reports false, doing nothing, unless p is a 2x2 pool of stride 2 without
+// padding (in, dout and din must not overlap).
+func (p Pool) MaxPoolGradReLU(in, dout []float32, n, h, w, c, oh, ow int, din []float32) bool {
 	if p != (Pool{PH: 2, PW: 2, SH: 2, SW: 2}) || 2*oh > h || 2*ow > w {
 		return false
 	}
@@ -206,19 +201,16 @@ func (p Pool) MaxPoolGradReLU(in, dout []float32, n, h, w, c, oh, ow int, din, d
 	_ = in[n*inSz-1]
 	_ = din[n*inSz-1]
 	_ = dout[n*outSz-1]
-	if db != nil {
-		_ = db[c-1]
-	}
-	p.gradReLUISA(in, dout, n, h, w, c, oh, ow, din, db, acc, isa())
+	p.gradReLUISA(in, dout, n, h, w, c, oh, ow, din, isa())
 	return true
 }
 
 // gradReLUISA is MaxPoolGradReLU's work with the instruction set chosen.
-func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64, set int) {
+func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din []float32, set int) {
 	inSz, outSz := h*w*c, oh*ow*c
-	routeParts(n, c, db, acc, func(a, b int, pdb *C.double) {
-		C.bp_maxpool_grad_relu_isa(fptr(in[a*inSz:]), fptr(dout[a*outSz:]), C.int(b-a), C.int(h),
-			C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[a*inSz:]), pdb, C.int(set))
+	parallel(n, 8, func(lo, hi int) {
+		C.bp_maxpool_grad_relu_isa(fptr(in[lo*inSz:]), fptr(dout[lo*outSz:]), C.int(hi-lo), C.int(h),
+			C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[lo*inSz:]), C.int(set))
 	})
 }
 
@@ -244,13 +236,7 @@ func routeParts(n, c int, db []float32, acc []float64, route func(a, b int, db *
 			}
 		}
 	})
-	for j := range c {
-		s := 0.0
-		for p := 0; p < parts; p++ {
-			s += acc[p*c+j]
-		}
-		db[j] = float32(s)
-	}
+	addParts(acc, parts, db[:c])
 }
 
 // ForwardPoolCodes is ForwardPool, rectified, for training: out gets the
@@ -274,19 +260,25 @@ func (cv *Conv) ForwardPoolCodes(in []float32, n, h, w int, out []float32, codes
 
 // MaxPoolGradCodes is MaxPoolGradReLU with the windows' entries taken from
 // ForwardPoolCodes's codes: din (n images of h x w x c, the convolution's
-// output) and db (unless nil) get the same bits.
+// output) gets the same bits. Unless db is nil, it also sets db (c values)
+// to the sums of din's channels, the convolution's bias gradient, without
+// a pass over din: summed from the routed gradients in float64, in fixed
+// parts of the batch added in order (the same bits on any number of
+// cores); acc is scratch of ColSumsScratch(c) values, or nil.
 func MaxPoolGradCodes(codes []uint8, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64) {
 	maxPoolGradCodesISA(codes, dout, n, h, w, c, oh, ow, din, db, acc, isa())
 }
 
 func maxPoolGradCodesISA(codes []uint8, dout []float32, n, h, w, c, oh, ow int, din, db []float32, acc []float64, set int) {
-	inSz, outSz := h*w*c, oh*ow*c
-	if n == 0 {
-		return
+	if 2*oh > h || 2*ow > w {
+		panic("kernels: MaxPoolGradCodes: pooled output larger than half the input")
 	}
-	_ = din[n*inSz-1]
-	_ = dout[n*outSz-1]
-	_ = codes[n*outSz-1]
+	inSz, outSz := h*w*c, oh*ow*c
+	if n > 0 {
+		_ = din[n*inSz-1]
+		_ = dout[n*outSz-1]
+		_ = codes[n*outSz-1]
+	}
 	if db != nil {
 		_ = db[c-1]
 	}
@@ -326,12 +318,19 @@ func ColSums(x []float32, sums []float32, acc []float64) {
 			}
 		}
 	})
-	for j := range sums {
+	addParts(acc, parts, sums)
+}
+
+// addParts sets each of the len(dst) sums to its float64 parts in acc
+// (parts of len(dst) values each) added in order, rounded once.
+func addParts(acc []float64, parts int, dst []float32) {
+	c := len(dst)
+	for j := range dst {
 		s := 0.0
 		for p := 0; p < parts; p++ {
 			s += acc[p*c+j]
 		}
-		sums[j] = float32(s)
+		dst[j] = float32(s)
 	}
 }
 

@@ -50,7 +50,7 @@ func close32(t *testing.T, what string, got []float32, want []float64, rel float
 		scale = math.Max(scale, math.Abs(v))
 	}
 	for i := range got {
-		if d := math.Abs(float64(got[i]) - want[i]); d > rel*scale {
+		if d := math.Abs(float64(got[i]) - want[i]); !(d <= rel*scale) {
 			t.Fatalf("%s[%d] = %g, want %g (|diff| %g > %g)", what, i, got[i], want[i], d, rel*scale)
 		}
 	}

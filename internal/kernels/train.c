@@ -61,31 +61,24 @@ void bp_colsum(const float *x, long rows, int c, double *acc) { bp_colsum_isa(x,
 // channels: x points at the first window's top-left pixel, the pixel to its
 // right is C floats on, the one below is row floats on, the next window 2C
 // floats on; g holds the windows' gradients, C each; d is laid out as x.
-// db, unless NULL, gets each channel's routed gradients summed over the
-// row (in double precision, from zero, window after window; zero when
-// nothing is routed) added: the bias gradient of the convolution below,
-// without a pass over d.
-typedef void row_fn(const float *x, long row, int C, int OW, const float *g, float *d, double *db);
+typedef void row_fn(const float *x, long row, int C, int OW, const float *g, float *d);
 
 // row_plain finds the arg-max of each channel in each window (the first
 // maximum in row-major order: strict >, false for NaN) and routes g there
 // when the maximum is positive.
-static void row_plain(const float *x, long row, int C, int OW, const float *g, float *d, double *db) {
+static void row_plain(const float *x, long row, int C, int OW, const float *g, float *d) {
 	const long at[4] = {0, C, row, row + C};
-	for (int c = 0; c < C; c++) {
-		double sum = 0;
-		for (int ox = 0; ox < OW; ox++) {
-			const float *xw = x + (long)2 * ox * C;
-			float *dw = d + (long)2 * ox * C;
+	for (int ox = 0; ox < OW; ox++) {
+		const float *xw = x + (long)2 * ox * C;
+		float *dw = d + (long)2 * ox * C;
+		for (int c = 0; c < C; c++) {
 			int best = 0;
 			float bv = xw[c];
 			for (int k = 1; k < 4; k++)
 				if (xw[at[k] + c] > bv) best = k, bv = xw[at[k] + c];
 			const float routed = bv > 0 ? g[(long)ox * C + c] : 0.0f;
 			for (int k = 0; k < 4; k++) dw[at[k] + c] = k == best ? routed : 0.0f;
-			sum += (double)routed;
 		}
-		if (db) db[c] += sum;
 	}
 }
 
@@ -99,14 +92,13 @@ add_sums_512(double *db, __mmask16 t, __m512d s0, __m512d s1) {
 }
 
 // row_512 is row_plain on 16 channels at a time, the same comparisons in
-// the same order as masks and the same sums (kept in registers along the
-// row): the same bits.
+// the same order as masks: the same bits. A channel group runs along the
+// row (faster than all channels window after window).
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
-row_512(const float *x, long row, int C, int OW, const float *g, float *d, double *db) {
+row_512(const float *x, long row, int C, int OW, const float *g, float *d) {
 	const long at[4] = {0, C, row, row + C};
 	for (int c = 0; c < C; c += 16) {
 		const __mmask16 t = C - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c)) - 1);
-		__m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
 		for (int ox = 0; ox < OW; ox++) {
 			const float *xw = x + (long)2 * ox * C + c;
 			float *dw = d + (long)2 * ox * C + c;
@@ -122,10 +114,7 @@ row_512(const float *x, long row, int C, int OW, const float *g, float *d, doubl
 			// The last window entry that beat the running maximum is the arg-max.
 			const __mmask16 sel[4] = {~(k[1] | k[2] | k[3]), k[1] & ~k[2] & ~k[3], k[2] & ~k[3], k[3]};
 			for (int j = 0; j < 4; j++) _mm512_mask_storeu_ps(dw + at[j], t, _mm512_maskz_mov_ps(sel[j], gv));
-			s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(gv)));
-			s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(gv, 1)));
 		}
-		if (db) add_sums_512(db + c, t, s0, s1);
 	}
 }
 
@@ -135,12 +124,10 @@ row_512(const float *x, long row, int C, int OW, const float *g, float *d, doubl
 // maximum in row-major window order, as bp_maxpool_grad) when that maximum
 // is positive, every other entry of din is zero. Writing din whole spares
 // the caller a pass that clears it and the ReLU gradient's pass.
-// db, unless NULL, gets each channel's routed gradients added in double
-// precision, a row of windows at a time (row_fn).
 // isa chooses the instruction set (2: AVX-512, else plain C), so tests can
 // compare the two.
 void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, int W, int C,
-                              int OH, int OW, float *din, double *db, int isa) {
+                              int OH, int OW, float *din, int isa) {
 	row_fn *fn = isa == 2 ? row_512 : row_plain;
 	const long row = (long)W * C;
 	for (long n = 0; n < N; n++) {
@@ -148,7 +135,7 @@ void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, 
 		float *dimg = din + n * H * row;
 		for (int oy = 0; oy < OH; oy++) {
 			const long a = 2 * oy * row;
-			fn(img + a, row, C, OW, dout + (n * OH + oy) * (long)OW * C, dimg + a, db);
+			fn(img + a, row, C, OW, dout + (n * OH + oy) * (long)OW * C, dimg + a);
 			if (2 * OW < W) // a last column no window covers
 				for (int r = 0; r < 2; r++)
 					memset(dimg + (2 * oy + r) * row + (long)2 * OW * C, 0, sizeof(float) * (W - 2 * OW) * C);
@@ -158,8 +145,10 @@ void bp_maxpool_grad_relu_isa(const float *in, const float *dout, int N, int H, 
 }
 
 // codes_row_plain is row_plain with the arg-max of each window given, as
-// bp_conv2d_pool_codes kept it (4: nothing routed): the same gradient, the
-// same sums.
+// bp_conv2d_pool_codes kept it (4: nothing routed): the same gradient.
+// db, unless NULL, gets each channel's routed gradients summed over the
+// row (in double precision, from zero, window after window) added: the
+// bias gradient of the convolution below, without a pass over d.
 static void codes_row_plain(const unsigned char *cd, long row, int C, int OW, const float *g, float *d, double *db) {
 	const long at[4] = {0, C, row, row + C};
 	for (int c = 0; c < C; c++) {

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -30,34 +31,14 @@ func TestMaxPoolGradReLU(t *testing.T) {
 		for i := range got {
 			got[i] = float32(math.NaN())
 		}
-		db := make([]float32, tc.c)
-		if !p.MaxPoolGradReLU(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, got, db, nil) {
+		if !p.MaxPoolGradReLU(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, got) {
 			t.Fatalf("%+v: refused a 2x2 pool", tc)
 		}
-		plain, plainDB := make([]float32, len(in)), make([]float32, tc.c)
-		p.gradReLUISA(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, plain, plainDB, nil, 0)
+		plain := make([]float32, len(in))
+		p.gradReLUISA(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, plain, 0)
 		for i := range plain {
 			if math.Float32bits(plain[i]) != math.Float32bits(got[i]) {
 				t.Fatalf("%+v: din[%d]: plain C %g, chosen kernel (isa %d) %g", tc, i, plain[i], isa(), got[i])
-			}
-		}
-		// The bias gradient: din's channel sums, the same bits from the
-		// plain kernel, on one core and with scratch left over.
-		sums := make([]float64, tc.c)
-		for i, v := range want {
-			sums[i%tc.c] += float64(v)
-		}
-		near(t, "bias gradient", db, sums, 1e-6)
-		prev := runtime.GOMAXPROCS(1)
-		oneDB, acc := make([]float32, tc.c), make([]float64, ColSumsScratch(tc.c))
-		for i := range acc {
-			acc[i] = 1e30
-		}
-		p.MaxPoolGradReLU(in, dout, tc.n, tc.h, tc.w, tc.c, oh, ow, make([]float32, len(in)), oneDB, acc)
-		runtime.GOMAXPROCS(prev)
-		for j := range db {
-			if math.Float32bits(db[j]) != math.Float32bits(plainDB[j]) || math.Float32bits(db[j]) != math.Float32bits(oneDB[j]) {
-				t.Fatalf("%+v: bias gradient %d: %g, plain C %g, on one core with scratch %g", tc, j, db[j], plainDB[j], oneDB[j])
 			}
 		}
 		zeroed, routed := 0, 0
@@ -75,7 +56,7 @@ func TestMaxPoolGradReLU(t *testing.T) {
 			t.Fatalf("%+v: %d routed, %d positive non-maxima: the case checks little", tc, routed, zeroed)
 		}
 	}
-	if (Pool{PH: 3, PW: 3, SH: 2, SW: 2}).MaxPoolGradReLU(nil, nil, 1, 5, 5, 1, 2, 2, nil, nil, nil) {
+	if (Pool{PH: 3, PW: 3, SH: 2, SW: 2}).MaxPoolGradReLU(nil, nil, 1, 5, 5, 1, 2, 2, nil) {
 		t.Error("a 3x3 pool was not refused")
 	}
 }
@@ -322,8 +303,9 @@ func TestNarrow(t *testing.T) {
 
 // TestForwardPoolCodes: the pooled values of ForwardPoolCodes are those of
 // Forward then MaxPool, and MaxPoolGradCodes, from its codes, gives the
-// gradient and bias sums MaxPoolGradReLU finds by searching the unpooled
-// output again, bit for bit, on every kernel set: integer weights and
+// gradient MaxPoolGradReLU finds by searching the unpooled output again,
+// bit for bit, on every kernel set, and the gradient's channel sums (the
+// same bits on every set, on one core, with scratch left over): integer weights and
 // inputs make ties in windows (the first maximum is the one), odd sizes
 // leave rows and columns no window covers, a stride of 2.
 func TestForwardPoolCodes(t *testing.T) {
@@ -361,8 +343,14 @@ func TestForwardPoolCodes(t *testing.T) {
 			}
 		}
 		dout := randSlice(r, len(want), -1, 1)
-		wantD, wantB := make([]float32, len(z)), make([]float32, tc.oc)
-		pool.MaxPoolGradReLU(z, dout, tc.n, ch, cw, tc.oc, oh, ow, wantD, wantB, nil)
+		wantD := make([]float32, len(z))
+		pool.MaxPoolGradReLU(z, dout, tc.n, ch, cw, tc.oc, oh, ow, wantD)
+		// The bias gradient: wantD's channel sums, in float64.
+		sums := make([]float64, tc.oc)
+		for i, v := range wantD {
+			sums[i%tc.oc] += float64(v)
+		}
+		var plainB []float32
 		for set := 0; set <= isa(); set++ {
 			d, db := make([]float32, len(z)), make([]float32, tc.oc)
 			for i := range d {
@@ -374,10 +362,27 @@ func TestForwardPoolCodes(t *testing.T) {
 					t.Fatalf("%+v set %d: din[%d] = %g from codes, %g searching the windows", tc, set, i, d[i], wantD[i])
 				}
 			}
+			near(t, fmt.Sprintf("%+v set %d bias gradient", tc, set), db, sums, 1e-6)
+			if set == 0 {
+				plainB = db
+			}
 			for j := range db {
-				if math.Float32bits(db[j]) != math.Float32bits(wantB[j]) {
-					t.Fatalf("%+v set %d: bias gradient %d = %g from codes, %g searching the windows", tc, set, j, db[j], wantB[j])
+				if math.Float32bits(db[j]) != math.Float32bits(plainB[j]) {
+					t.Fatalf("%+v set %d: bias gradient %d = %g, plain C %g", tc, set, j, db[j], plainB[j])
 				}
+			}
+		}
+		// The same sums on one core, with scratch left over.
+		prev := runtime.GOMAXPROCS(1)
+		oneB, acc := make([]float32, tc.oc), make([]float64, ColSumsScratch(tc.oc))
+		for i := range acc {
+			acc[i] = 1e30
+		}
+		MaxPoolGradCodes(codes, dout, tc.n, ch, cw, tc.oc, oh, ow, make([]float32, len(z)), oneB, acc)
+		runtime.GOMAXPROCS(prev)
+		for j := range oneB {
+			if math.Float32bits(oneB[j]) != math.Float32bits(plainB[j]) {
+				t.Fatalf("%+v: bias gradient %d = %g on one core with scratch, %g", tc, j, oneB[j], plainB[j])
 			}
 		}
 		// Windows whose maximum is positive and shared: the tie rule shows.

@@ -78,9 +78,9 @@ type kept struct {
 	t      *tensor.Dense
 	cv     *kernels.Conv
 	f64    []float64
-	// sums are the channel sums of this run's output, when the op makes
-	// them on the way (a ReLU-fused pool gradient: the bias gradient of
-	// the convolution below), else empty.
+	// sums are the channel sums of this run's output, which the op makes
+	// on the way (a pooled training convolution's routed gradient: its
+	// bias gradient).
 	sums []float32
 	// codes are a training convolution's pooled values' window entries
 	// (kernels.Conv.ForwardPoolCodes) of this run.
@@ -143,7 +143,8 @@ func (b base) split(n, minPart int, f func(lo, hi int)) {
 // SetSerial makes the convolution, dense, average pooling and depthwise
 // ops of this package in g (the work of a network's trunk) compute each
 // run on the calling goroutine (on), for callers that keep the cores busy
-// themselves, or spread it over the cores (off, the default).
+// themselves, or spread it over the cores (off, the default). It is for
+// inference graphs: training's ops spread their work regardless.
 func SetSerial(g *G.ExprGraph, on bool) {
 	for _, n := range g.AllNodes() {
 		if k, ok := n.Op().(interface{ kept() *kept }); ok && k.kept() != nil {
@@ -367,14 +368,10 @@ func (op convOp) SymDiff(in G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 			return nil, err
 		}
 	}
-	bias := newBiasGradOp(4)
-	if pg, ok := grad.Op().(poolGradOp); ok && reluApplied(grad, output) {
-		bias = newBiasGradOpFrom(pg.keep) // the pool's gradient summed it
-	}
 	return applyAll(
 		opOn{newConvGradOp(op.ConvSpec, true, in[0].Shape()), G.Nodes{grad, in[1]}},
 		opOn{newConvGradOp(op.ConvSpec, false, in[1].Shape()), G.Nodes{in[0], grad}},
-		opOn{bias, G.Nodes{grad}},
+		opOn{newBiasGradOp(4), G.Nodes{grad}},
 	)
 }
 

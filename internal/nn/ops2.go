@@ -93,15 +93,7 @@ func (op poolGradOp) UsePreallocDo(prealloc G.Value, v ...G.Value) (G.Value, err
 	}
 	xs := s[0]
 	t, dx := op.out(prealloc, xs)
-	k := op.keep
-	if c := xs[3]; cap(k.sums) < c {
-		k.sums = make([]float32, c)
-	}
-	sums := k.sums[:xs[3]]
-	k.sums = k.sums[:0] // until this run's are made
-	if op.relu && op.p.MaxPoolGradReLU(in[0], in[1], xs[0], xs[1], xs[2], xs[3], op.p.OH, op.p.OW, dx,
-		sums, op.float64s(kernels.ColSumsScratch(xs[3]))) {
-		k.sums = sums
+	if op.relu && op.p.MaxPoolGradReLU(in[0], in[1], xs[0], xs[1], xs[2], xs[3], op.p.OH, op.p.OW, dx) {
 		return t, nil
 	}
 	zero(dx)
