@@ -894,11 +894,11 @@ static void conv_pool_blocks(const conv_t *c, int N, int most, float *out, unsig
 // a block of rows that stays in L2.
 void bp_conv2d_pool_codes(const float *in, int N, int H, int W, int C, const float *kp,
                           const float *bias, int KH, int KW, int OC, int SH, int SW,
-                          float *out, unsigned char *codes, int OH, int OW) {
+                          float *out, unsigned char *codes, int OH, int OW, int isa) {
 	conv_t c;
 	if (KH > 64) return;
 	const int CH = (H - KH) / SH + 1, CW = (W - KW) / SW + 1; // conv output size
-	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, 1, CH, CW, bp_isa());
+	conv_init(&c, in, H, W, C, kp, bias, KH, KW, OC, SH, SW, 1, CH, CW, isa);
 	// A whole image a block when it fits in a quarter of L2 (conv_1's
 	// pixels-in-lanes kernel ran 1.9 times as long on two blocks an image
 	// as on one).

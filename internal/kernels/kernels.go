@@ -246,6 +246,10 @@ func routeParts(n, c int, db []float32, acc []float64, route func(a, b int, db *
 // the ReLU. The unpooled output is never stored whole, and
 // MaxPoolGradCodes need not search the windows again.
 func (cv *Conv) ForwardPoolCodes(in []float32, n, h, w int, out []float32, codes []uint8) {
+	cv.forwardPoolCodesISA(in, n, h, w, out, codes, isa())
+}
+
+func (cv *Conv) forwardPoolCodesISA(in []float32, n, h, w int, out []float32, codes []uint8, set int) {
 	oh, ow := OutSize(h, cv.KH, cv.SH)/2, OutSize(w, cv.KW, cv.SW)/2
 	inSz, outSz := h*w*cv.C, oh*ow*cv.OC
 	_ = in[n*inSz-1]
@@ -254,7 +258,7 @@ func (cv *Conv) ForwardPoolCodes(in []float32, n, h, w int, out []float32, codes
 	cv.parallel(n, 1, func(lo, hi int) {
 		C.bp_conv2d_pool_codes(fptr(in[lo*inSz:]), C.int(hi-lo), C.int(h), C.int(w), C.int(cv.C),
 			fptr(cv.packed), fptr(cv.bias), C.int(cv.KH), C.int(cv.KW), C.int(cv.OC),
-			C.int(cv.SH), C.int(cv.SW), fptr(out[lo*outSz:]), (*C.uchar)(&codes[lo*outSz]), C.int(oh), C.int(ow))
+			C.int(cv.SH), C.int(cv.SW), fptr(out[lo*outSz:]), (*C.uchar)(&codes[lo*outSz]), C.int(oh), C.int(ow), C.int(set))
 	})
 }
 

@@ -17,10 +17,11 @@ void bp_conv2d_pool(const float *in, int N, int H, int W, int C,
 
 // bp_conv2d (rectified) then a 2x2/2 max pool, for training: the pooled
 // values and, per value, its window entry (0..3 row-major, 4 when not
-// positive). OH, OW are the pooled sizes.
+// positive). OH, OW are the pooled sizes; isa the kernel set (bp_isa's
+// numbering, at most bp_isa()).
 void bp_conv2d_pool_codes(const float *in, int N, int H, int W, int C, const float *kp,
                           const float *bias, int KH, int KW, int OC, int SH, int SW,
-                          float *out, unsigned char *codes, int OH, int OW);
+                          float *out, unsigned char *codes, int OH, int OW, int isa);
 
 // Max pooling of an NHWC batch; windows PHxPW, strides SHxSW, the window
 // of output (oy,ox) starts at (oy*SH-padT, ox*SW-padL); cells outside the

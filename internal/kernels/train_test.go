@@ -342,6 +342,17 @@ func TestForwardPoolCodes(t *testing.T) {
 				t.Fatalf("%+v: pooled %d = %g, Forward and MaxPool %g", tc, i, got[i], want[i])
 			}
 		}
+		// Every kernel set keeps the same values and entries (its plain
+		// pooling loop included; the sums here are exact on any set).
+		for set := 0; set < isa(); set++ {
+			g, cd := make([]float32, len(want)), make([]uint8, len(want))
+			cv.forwardPoolCodesISA(in, tc.n, tc.h, tc.w, g, cd, set)
+			for i := range want {
+				if math.Float32bits(g[i]) != math.Float32bits(want[i]) || cd[i] != codes[i] {
+					t.Fatalf("%+v set %d: pooled %d = %g entry %d, widest set %g entry %d", tc, set, i, g[i], cd[i], want[i], codes[i])
+				}
+			}
+		}
 		dout := randSlice(r, len(want), -1, 1)
 		wantD := make([]float32, len(z))
 		pool.MaxPoolGradReLU(z, dout, tc.n, ch, cw, tc.oc, oh, ow, wantD)
