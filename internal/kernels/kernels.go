@@ -214,13 +214,14 @@ func (p Pool) gradReLUISA(in, dout []float32, n, h, w, c, oh, ow int, din []floa
 	})
 }
 
-// routeParts runs route, a pooled gradient's routing, over images [a, b)
-// of n, spread over the cores; with db, in fixed parts of the batch, each
-// adding its channel sums to its own c values of acc (ColSumsScratch), the
-// parts then added in order into db: the same bits on any number of cores.
-func routeParts(n, c int, db []float32, acc []float64, route func(a, b int, db *C.double)) {
+// sumParts runs part over rows [a, b) of n, spread over the cores; with
+// db, in fixed parts of the rows, each adding its c column sums to its own
+// c values of acc (ColSumsScratch), the parts then added in order into db:
+// the same bits on any number of cores. Without db the rows are cut as the
+// cores come (part gets nil).
+func sumParts(n, c int, db []float32, acc []float64, part func(a, b int, db *C.double)) {
 	if db == nil {
-		parallel(n, 8, func(lo, hi int) { route(lo, hi, nil) })
+		parallel(n, 8, func(lo, hi int) { part(lo, hi, nil) })
 		return
 	}
 	const parts = colSumParts
@@ -232,11 +233,17 @@ func routeParts(n, c int, db []float32, acc []float64, route func(a, b int, db *
 			clear(acc[p*c : (p+1)*c])
 			a, b := n*p/parts, n*(p+1)/parts
 			if a < b {
-				route(a, b, (*C.double)(unsafe.Pointer(&acc[p*c])))
+				part(a, b, (*C.double)(unsafe.Pointer(&acc[p*c])))
 			}
 		}
 	})
-	addParts(acc, parts, db[:c])
+	for j := range c {
+		s := 0.0
+		for p := 0; p < parts; p++ {
+			s += acc[p*c+j]
+		}
+		db[j] = float32(s)
+	}
 }
 
 // ForwardPoolCodes is ForwardPool, rectified, for training: out gets the
@@ -286,7 +293,7 @@ func maxPoolGradCodesISA(codes []uint8, dout []float32, n, h, w, c, oh, ow int, 
 	if db != nil {
 		_ = db[c-1]
 	}
-	routeParts(n, c, db, acc, func(a, b int, pdb *C.double) {
+	sumParts(n, c, db, acc, func(a, b int, pdb *C.double) {
 		C.bp_pool_codes_grad((*C.uchar)(&codes[a*outSz]), fptr(dout[a*outSz:]), C.int(b-a), C.int(h),
 			C.int(w), C.int(c), C.int(oh), C.int(ow), fptr(din[a*inSz:]), pdb, C.int(set))
 	})
@@ -308,34 +315,9 @@ func ColSums(x []float32, sums []float32, acc []float64) {
 	if c == 0 {
 		return
 	}
-	const parts = colSumParts
-	rows := len(x) / c
-	if len(acc) < parts*c {
-		acc = make([]float64, parts*c)
-	}
-	parallel(parts, 1, func(lo, hi int) {
-		for p := lo; p < hi; p++ {
-			clear(acc[p*c : (p+1)*c])
-			a, b := rows*p/parts, rows*(p+1)/parts
-			if a < b {
-				C.bp_colsum(fptr(x[a*c:]), C.long(b-a), C.int(c), (*C.double)(unsafe.Pointer(&acc[p*c])))
-			}
-		}
+	sumParts(len(x)/c, c, sums, acc, func(a, b int, pdb *C.double) {
+		C.bp_colsum(fptr(x[a*c:]), C.long(b-a), C.int(c), pdb)
 	})
-	addParts(acc, parts, sums)
-}
-
-// addParts sets each of the len(dst) sums to its float64 parts in acc
-// (parts of len(dst) values each) added in order, rounded once.
-func addParts(acc []float64, parts int, dst []float32) {
-	c := len(dst)
-	for j := range dst {
-		s := 0.0
-		for p := 0; p < parts; p++ {
-			s += acc[p*c+j]
-		}
-		dst[j] = float32(s)
-	}
 }
 
 // colSumsISA adds the column sums of x (rows of len(acc)) to acc in one

@@ -17,17 +17,22 @@ import (
 	"badprune/internal/testsupport/oracle"
 )
 
-// toy is a small convnet over 12x10 RGB images of k classes.
-func toy(t *testing.T, k int, seed uint64) *model.Model {
-	t.Helper()
-	r := rand.New(rand.NewPCG(seed, 1))
-	w := func(n int, std float64) []float32 {
+// normals returns a maker of n weights drawn from r, normal with the given
+// standard deviation.
+func normals(r *rand.Rand) func(n int, std float64) []float32 {
+	return func(n int, std float64) []float32 {
 		v := make([]float32, n)
 		for i := range v {
 			v[i] = float32(r.NormFloat64() * std)
 		}
 		return v
 	}
+}
+
+// toy is a small convnet over 12x10 RGB images of k classes.
+func toy(t *testing.T, k int, seed uint64) *model.Model {
+	t.Helper()
+	w := normals(rand.New(rand.NewPCG(seed, 1)))
 	in := &model.Layer{Name: "in", Kind: model.Input, Shape: []int{12, 10, 3}}
 	c1 := &model.Layer{Name: "c1", Kind: model.Conv2D, Inputs: []string{"in"}, Act: "relu", SH: 1, SW: 1,
 		KernelShape: []int{3, 3, 3, 6}, Kernel: w(162, 0.3), Bias: w(6, 0.05)}
@@ -46,14 +51,7 @@ func toy(t *testing.T, k int, seed uint64) *model.Model {
 // its 11x9 output leaves a row and a column no pooling window covers.
 func toyOdd(t *testing.T, k int, seed uint64) *model.Model {
 	t.Helper()
-	r := rand.New(rand.NewPCG(seed, 2))
-	w := func(n int, std float64) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(r.NormFloat64() * std)
-		}
-		return v
-	}
+	w := normals(rand.New(rand.NewPCG(seed, 2)))
 	in := &model.Layer{Name: "in", Kind: model.Input, Shape: []int{11, 9, 3}}
 	c1 := &model.Layer{Name: "c1", Kind: model.Conv2D, Inputs: []string{"in"}, Act: "relu", SH: 1, SW: 1, Same: true,
 		KernelShape: []int{3, 3, 3, 6}, Kernel: w(162, 0.3), Bias: w(6, 0.05)}
