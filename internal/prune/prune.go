@@ -347,8 +347,6 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 	var stepErr error // the first error of a job
 	// States of finished jobs, whose memory the next jobs reuse.
 	free := make(chan *incr.State, workpool.Workers())
-	// Buffers of poisoned batches whose steps are done, for the next ones.
-	bdFree := make(chan [][]float32, workpool.Workers()+2)
 	job := func(dst []int, in [][]float32, labels []int, done func()) func() {
 		return func() {
 			if done != nil {
@@ -387,49 +385,12 @@ func Run(ctx context.Context, cfg Config) (*Curve, error) {
 		}
 	}()
 	if cfg.BDValid != nil {
-		// Poisoned batches are gathered into chunks of at least stepChunk
-		// samples, as the clean set is cut.
-		var in [][]float32
-		lo, n := 0, 0 // the chunk's first sample and its samples so far
-		send := func() {
-			chunk := in
-			pool.Go(job(cv.BDHits, chunk, cfg.BDValid.Labels[lo:lo+n], func() {
-				select {
-				case bdFree <- chunk:
-				default:
-				}
-			}))
-			in, lo, n = nil, lo+n, 0
-		}
-		err = cfg.BDValid.StreamWith(ctx, size, &mem, func(b h5data.Batch) error {
-			// The trunk runs in a worker's place: the cores stay shared
-			// by as many goroutines as there are.
-			var res [][]float32
-			var err error
-			pool.Do(func() { res, err = trunks[0].Run(b.X, b.N) })
-			if err != nil {
-				return err
-			}
-			if res == nil {
-				return pool.Err()
-			}
-			if in == nil {
-				select {
-				case in = <-bdFree:
-				default:
-					in = make([][]float32, len(inputs))
-				}
-				for i := range inputs { // room for the largest chunk
-					in[i] = hugemem.Grow(in[i], (stepChunk+size-1)*sizes[i])[:0]
-				}
-			}
-			for i := range inputs {
-				in[i] = append(in[i], res[i][:b.N*sizes[i]]...)
-			}
-			if n += b.N; n >= stepChunk || lo+n == cfg.BDValid.N {
-				send()
-			}
-			return pool.Err()
+		err = bdPass(ctx, cfg.BDValid, pool, trunks, size, &mem, sizes, func(in [][]float32, labels []int, done func()) {
+			job(cv.BDHits, in, labels, done)()
+		}, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			stepErr = cmp.Or(stepErr, err)
 		})
 	}
 	<-cleanDone
@@ -517,6 +478,83 @@ func cleanPass(ctx context.Context, cfg Config, trunks []*infer.Trunk, size int,
 	}
 	wg.Wait() // every batch released before mem serves the next stream
 	return err
+}
+
+// bdPass runs the poisoned set through the trunks, each batch a job of
+// pool taking whichever trunk is free, and gathers the head's inputs into
+// chunks of at least stepChunk samples; the job that fills a chunk then
+// runs steps on it, in the place it holds. One trunk at a time left a core
+// waiting late in the steps, for the poisoned batches' trunk runs. Samples
+// go into chunks in the order their batches finish: a chunk's hits do not
+// depend on which samples it holds.
+func bdPass(ctx context.Context, set *h5data.Set, pool *workpool.Pool, trunks []*infer.Trunk, size int,
+	mem *h5data.Batches, sizes []int, steps func(in [][]float32, labels []int, done func()), fail func(error)) error {
+	idle := make(chan *infer.Trunk, len(trunks))
+	for _, t := range trunks {
+		idle <- t
+	}
+	type chunk struct {
+		in     [][]float32
+		labels []int
+	}
+	var (
+		mu    sync.Mutex
+		cur   *chunk // being filled
+		added int    // samples added to chunks so far
+		spare []*chunk
+		first error // of a trunk run: stops the stream
+	)
+	return set.StreamHeld(ctx, size, len(trunks), mem, func(b h5data.Batch, release func()) error {
+		mu.Lock()
+		stop := first
+		mu.Unlock()
+		if stop != nil {
+			return stop
+		}
+		pool.Go(func() {
+			t := <-idle
+			res, err := t.Run(b.X, b.N)
+			release()
+			mu.Lock()
+			if err != nil {
+				first = cmp.Or(first, err)
+				mu.Unlock()
+				idle <- t
+				fail(err)
+				return
+			}
+			if cur == nil {
+				if n := len(spare); n > 0 {
+					cur, spare = spare[n-1], spare[:n-1]
+				} else {
+					cur = &chunk{in: make([][]float32, len(sizes))}
+				}
+				for i := range cur.in { // room for the largest chunk
+					cur.in[i] = hugemem.Grow(cur.in[i], (stepChunk+size-1)*sizes[i])[:0]
+				}
+				cur.labels = cur.labels[:0]
+			}
+			for i := range sizes {
+				cur.in[i] = append(cur.in[i], res[i][:b.N*sizes[i]]...)
+			}
+			cur.labels = append(cur.labels, b.Labels...)
+			added += b.N
+			var full *chunk
+			if len(cur.labels) >= stepChunk || added == set.N {
+				full, cur = cur, nil
+			}
+			mu.Unlock()
+			idle <- t
+			if full != nil {
+				steps(full.in, full.labels, func() {
+					mu.Lock()
+					spare = append(spare, full)
+					mu.Unlock()
+				})
+			}
+		})
+		return pool.Err()
+	})
 }
 
 // channelSums sums a layer's values per channel, image after image. The

@@ -273,6 +273,39 @@ func TestRunBatchSizes(t *testing.T) {
 	}
 }
 
+// TestPoisonedChunks: the poisoned set's path (its batches through
+// whichever trunk is free, gathered into chunks in the order they finish)
+// counts the same hits as the clean set's (kept activations cut in order)
+// when both are the same clean set, whose labels vary from sample to
+// sample, in batches that do and do not divide the chunks.
+func TestPoisonedChunks(t *testing.T) {
+	const lab = "../../testdata/lab/"
+	m, err := model.Load(lab + "models/bd_net.h5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, batch := range []int{256, 100, 37} {
+		d := dataset.Options{DataKey: "data", LabelKey: "label", Scale: 1, Batch: batch}
+		var sets [2]*h5data.Set
+		for i := range sets {
+			if sets[i], err = d.Open(lab+"data/cl/valid.h5", m); err != nil {
+				t.Fatal(err)
+			}
+			defer sets[i].Close()
+		}
+		if slices.Equal(sets[0].Labels, slices.Repeat(sets[0].Labels[:1], sets[0].N)) {
+			t.Fatal("the clean set has one label: the test would not see samples and labels mixed up")
+		}
+		c, err := Run(context.Background(), Config{Model: m, Layer: "conv_3", RankLayer: "pool_3", Valid: sets[0], BDValid: sets[1], Batch: batch})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.Hits, c.BDHits) || c.Hits[0] == c.Hits[len(c.Hits)-1] {
+			t.Fatalf("batch %d: hits %v by the poisoned set's path, %v by the clean set's", batch, c.BDHits, c.Hits)
+		}
+	}
+}
+
 // TestChannelSums: the sums have the same bits in any batches, on values
 // whose sum does depend on the order they are added in (the test checks
 // that first).

@@ -103,18 +103,6 @@ func (p *Pool) Go(f func()) {
 	}()
 }
 
-// Do runs f on the calling goroutine once a worker's place is free, which
-// it holds while f runs, unless the context is done.
-func (p *Pool) Do(f func()) {
-	if !p.acquire() {
-		return
-	}
-	defer func() { <-p.sem }()
-	if p.ctx.Err() == nil {
-		f()
-	}
-}
-
 // acquire takes a worker's place, or reports that the context ended first.
 // A place taken may still find the context ended (select takes either case
 // when both are ready): the callers check again before running f.

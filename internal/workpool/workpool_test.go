@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 func TestSplitCoversOnce(t *testing.T) {
@@ -111,37 +110,5 @@ func TestSpareP(t *testing.T) {
 		if got := runtime.GOMAXPROCS(0); got != procs {
 			t.Errorf("GOMAXPROCS %d of %d CPUs: %d after restore", procs, n, got)
 		}
-	}
-}
-
-// TestPoolDo: Do runs f on the calling goroutine in a worker's place, so
-// jobs and Do calls together never run more than Workers at once, and it
-// does not run f once the context has ended.
-func TestPoolDo(t *testing.T) {
-	p := New(context.Background())
-	var running, most atomic.Int32
-	job := func() {
-		n := running.Add(1)
-		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
-		}
-		time.Sleep(time.Millisecond)
-		running.Add(-1)
-	}
-	for range 30 {
-		p.Go(job)
-		p.Do(job)
-	}
-	if err := p.Wait(); err != nil {
-		t.Fatal(err)
-	}
-	if w := int32(Workers()); most.Load() > w || w > 1 && most.Load() < 2 {
-		t.Errorf("%d jobs and Do calls at once with %d workers", most.Load(), w)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	ran := false
-	New(ctx).Do(func() { ran = true })
-	if ran {
-		t.Error("Do ran after the context ended")
 	}
 }
