@@ -84,6 +84,9 @@ type classifier struct {
 	wt      []float32 // k × hdim: class j's weights, contiguous
 	maxNorm float64   // largest |w_j|: bounds any logit's change per unit change of the input
 	top     int       // logits tracked exactly per sample
+	// settle finds the top logits exactly without every logit (nil: the
+	// CPU lacks AVX-512 BF16).
+	settle *kernels.TopLogits
 }
 
 // topK is how many of a sample's largest logits are updated exactly
@@ -262,6 +265,7 @@ func newClassifier(l *model.Layer, in int) classifier {
 	c := classifier{l: l, in: in, hdim: ks[0], k: ks[1], dense: kernels.NewDense(l.Kernel, bias, ks[0], ks[1]),
 		top: min(topK, ks[1])}
 	c.dense.Serial = true
+	c.settle = kernels.NewTopLogits(l.Kernel, bias, c.hdim, c.k)
 	c.wt = make([]float32, c.k*c.hdim)
 	for j := 0; j < c.k; j++ {
 		s := 0.0
@@ -341,6 +345,11 @@ type checkScratch struct {
 	tmp, moves, val []float32
 	tracked, idx    []int32
 	redo            []int
+	// of settle
+	sIdx           []int32
+	sVal, sZy, sSc []float32
+	sOK            []uint8
+	sLab, left     []int
 }
 
 // Stats counts samples per kind of work.
@@ -348,6 +357,7 @@ type Stats struct {
 	Skipped   int // sample-steps where the zeroed channels were zero
 	Updated   int // sample-steps pushed through the head
 	Recounted int // of those, logits recomputed
+	Settled   int // of the recounted (and first passes), the top logits found without every logit
 }
 
 // Add adds b's counts to s.
@@ -355,6 +365,7 @@ func (s *Stats) Add(b Stats) {
 	s.Skipped += b.Skipped
 	s.Updated += b.Updated
 	s.Recounted += b.Recounted
+	s.Settled += b.Settled
 }
 
 // NewState computes the head's activations for n samples from the outputs
@@ -600,34 +611,97 @@ func pad(x []float32, n int, nd *node) []float32 {
 // predictions and reference points.
 func (s *State) logits(rows []int) {
 	c := &s.h.cls
+	if c.settle != nil {
+		rows = s.settle(rows)
+	}
 	if len(rows) == 0 {
 		return
 	}
-	hin := s.input(c.in)
-	s.lx = hugemem.Grow(s.lx, len(rows)*c.hdim)
+	x := s.gatherInputs(rows)
 	s.lz = hugemem.Grow(s.lz, len(rows)*c.k)
-	x, z := s.lx, s.lz
-	for r, row := range rows {
-		copy(x[r*c.hdim:(r+1)*c.hdim], hin[row*c.hdim:(row+1)*c.hdim])
-	}
+	z := s.lz
 	c.dense.Forward(x, len(rows), 1, 1, false, z)
 	t := c.top
 	s.scr.idx, s.scr.val = hugemem.Grow(s.scr.idx, t+1), hugemem.Grow(s.scr.val, t+1)
 	idx, val := s.scr.idx, s.scr.val
 	for r, row := range rows {
 		n := kernels.TopN(z[r*c.k:(r+1)*c.k], idx, val)
-		copy(s.top[row*t:(row+1)*t], idx[:t])
-		copy(s.topL[row*t:(row+1)*t], val[:t])
-		s.rest[row] = float32(math.Inf(-1))
-		if n > t {
-			s.rest[row] = val[t]
-		}
-		s.Pred[row] = int(idx[0])
+		zy := float32(0)
 		if s.labels != nil {
-			s.zy[row] = z[r*c.k+s.labels[row]]
+			zy = z[r*c.k+s.labels[row]]
 		}
-		copy(s.h0[row*c.hdim:(row+1)*c.hdim], x[r*c.hdim:(r+1)*c.hdim])
+		s.setReference(row, x[r*c.hdim:(r+1)*c.hdim], idx[:n], val[:n], zy)
 	}
+}
+
+// gatherInputs copies the classifier inputs of rows into s.lx.
+func (s *State) gatherInputs(rows []int) []float32 {
+	c := &s.h.cls
+	hin := s.input(c.in)
+	s.lx = hugemem.Grow(s.lx, len(rows)*c.hdim)
+	x := s.lx
+	for r, row := range rows {
+		copy(x[r*c.hdim:(r+1)*c.hdim], hin[row*c.hdim:(row+1)*c.hdim])
+	}
+	return x
+}
+
+// setReference makes row's classifier input x its reference point, with
+// its largest logits (classes idx, values val: top+1 of them, or all
+// there are) and the label's logit zy, and predicts the best.
+func (s *State) setReference(row int, x []float32, idx []int32, val []float32, zy float32) {
+	c := &s.h.cls
+	t := c.top
+	copy(s.top[row*t:(row+1)*t], idx[:t])
+	copy(s.topL[row*t:(row+1)*t], val[:t])
+	s.rest[row] = float32(math.Inf(-1))
+	if len(idx) > t {
+		s.rest[row] = val[t]
+	}
+	s.Pred[row] = int(idx[0])
+	if s.labels != nil {
+		s.zy[row] = zy
+	}
+	copy(s.h0[row*c.hdim:(row+1)*c.hdim], x)
+}
+
+// settle sets the reference points of the rows the classifier's
+// TopLogits can settle (most: the top logits exactly from a bfloat16
+// first pass) and returns the others.
+func (s *State) settle(rows []int) []int {
+	c := &s.h.cls
+	if len(rows) == 0 {
+		return rows
+	}
+	n, m := len(rows), c.top+1
+	x := s.gatherInputs(rows)
+	sc := &s.scr
+	sc.sIdx, sc.sVal = hugemem.Grow(sc.sIdx, n*m), hugemem.Grow(sc.sVal, n*m)
+	sc.sOK, sc.sSc = hugemem.Grow(sc.sOK, n), hugemem.Grow(sc.sSc, c.settle.ScratchSize())
+	var labels []int
+	var zy []float32
+	if s.labels != nil {
+		sc.sLab, sc.sZy = hugemem.Grow(sc.sLab, n), hugemem.Grow(sc.sZy, n)
+		labels, zy = sc.sLab, sc.sZy
+		for r, row := range rows {
+			labels[r] = s.labels[row]
+		}
+	}
+	s.Stats.Settled += c.settle.Settle(x, n, labels, sc.sIdx, sc.sVal, zy, sc.sOK, sc.sSc)
+	left := sc.left[:0]
+	for r, row := range rows {
+		if sc.sOK[r] == 0 {
+			left = append(left, row)
+			continue
+		}
+		y := float32(0)
+		if zy != nil {
+			y = zy[r]
+		}
+		s.setReference(row, x[r*c.hdim:(r+1)*c.hdim], sc.sIdx[r*m:(r+1)*m], sc.sVal[r*m:(r+1)*m], y)
+	}
+	sc.left = left
+	return left
 }
 
 // Clone returns an independent copy of s.

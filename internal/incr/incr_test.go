@@ -303,3 +303,53 @@ func TestVariantThroughBatchNorm(t *testing.T) {
 		}
 	}
 }
+
+// TestSettleEqualsFull: settling the top logits from a bfloat16 first pass
+// (kernels.TopLogits) leaves every decision as computing every logit does:
+// the same predictions after every step, and the same work (a reference
+// point of other bits would send other samples to be recounted), with
+// labels and without, on the lab's demo classifier of 48 classes.
+func TestSettleEqualsFull(t *testing.T) {
+	m, err := model.Load("../../testdata/lab/models/bd_net.h5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	heads := make([]*incr.Head, 2)
+	for i := range heads {
+		if heads[i], err = incr.NewHead(m, "conv_3"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	incr.SetSettle(heads[1], false)
+	r := rand.New(rand.NewPCG(13, 14))
+	const n = 150
+	in := inputs(t, heads[0], fixture.RandomImages(r, n, 55, 47, 3), n)
+	labels := make([]int, n)
+	for i := range labels {
+		labels[i] = r.IntN(m.Classes)
+	}
+	for _, lab := range [][]int{nil, labels} {
+		var s [2]*incr.State
+		for i, h := range heads {
+			if s[i] = h.NewState(n, in...); lab != nil {
+				s[i] = h.RenewLabeled(nil, lab, in...)
+			}
+		}
+		for step, c := range r.Perm(heads[0].C) {
+			for _, st := range s {
+				st.Zero([]int{c})
+			}
+			if !slices.Equal(s[0].Pred, s[1].Pred) {
+				t.Fatalf("labels %v, step %d: predictions %v settled, %v from every logit", lab != nil, step, s[0].Pred, s[1].Pred)
+			}
+		}
+		a, b := s[0].Stats, s[1].Stats
+		if a.Settled == 0 || b.Settled != 0 {
+			t.Fatalf("labels %v: settled %d and %d rows", lab != nil, a.Settled, b.Settled)
+		}
+		if a.Settled = 0; a != b || a.Recounted == 0 {
+			t.Fatalf("labels %v: work %+v settled, %+v from every logit", lab != nil, a, b)
+		}
+		t.Logf("labels %v: %+v, %d settled", lab != nil, b, s[0].Stats.Settled)
+	}
+}

@@ -2,6 +2,7 @@
 // inputs of a layer change, add their effect to its pre-activations
 // instead of recomputing the layer. Zero entries of the input change are
 // skipped, so the work follows what changed.
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -758,4 +759,287 @@ int bp_convert_isa(const void *src, int kind, int n, int C, int HW, int cf,
 		if (!finite && bad < 0) bad = i;
 	}
 	return bad;
+}
+
+// Settling a dense classifier's top logits from bfloat16 products.
+//
+// A recount needs the classifier's m largest logits exactly (bp_conv2d's
+// bits: each logit its bias, then one FMA per input in order) and, for a
+// labelled sample, the label's. A first pass on bfloat16 copies of the
+// weights and inputs (vdpbf16ps: two products a lane per instruction, and
+// half the weights' bytes) gives every logit to within E, a bound from
+// the inputs' magnitudes; only the classes whose approximation comes
+// within 2E of the m-th largest can be among the m largest (every class
+// whose exact logit reaches the m-th largest does), and only those get
+// the exact chain. A row it cannot settle (a non-finite input, huge
+// values, too many candidates) is left to the full product.
+
+#define LB_BLK 64   // classes a block of the packed weights
+#define LB_ROWS 6   // rows a tile of the first pass
+#define LB_MAXC 256 // candidates a row at most
+
+// bf16 rounds a finite float to the nearest bfloat16, ties to even.
+static inline unsigned bf16(float f) {
+	unsigned u;
+	memcpy(&u, &f, 4);
+	return (u + 0x7FFF + ((u >> 16) & 1)) >> 16;
+}
+
+// bp_bf16_pack packs w (hdim rows of k weights, as a Dense kernel) for
+// bp_logits_top: per block of 64 classes, per pair of inputs, 64 words of
+// two bfloat16 weights (the pair's first input in the low half); zeros
+// past k and hdim. out holds bp_bf16_packed(hdim, k) words.
+long bp_bf16_packed(int hdim, int k) { return (long)((k + LB_BLK - 1) / LB_BLK) * ((hdim + 1) / 2) * LB_BLK; }
+
+void bp_bf16_pack(const float *w, int hdim, int k, unsigned *out) {
+	const int hp = (hdim + 1) / 2, nblk = (k + LB_BLK - 1) / LB_BLK;
+	for (int b = 0; b < nblk; b++)
+		for (int p = 0; p < hp; p++)
+			for (int l = 0; l < LB_BLK; l++) {
+				const int j = b * LB_BLK + l;
+				unsigned lo = 0, hi = 0;
+				if (j < k) {
+					lo = bf16(w[(long)(2 * p) * k + j]);
+					if (2 * p + 1 < hdim) hi = bf16(w[(long)(2 * p + 1) * k + j]);
+				}
+				out[((long)b * hp + p) * LB_BLK + l] = lo | hi << 16;
+			}
+}
+
+int bp_have_bf16(void) { return bp_isa() == 2 && __builtin_cpu_supports("avx512bf16"); }
+
+#define TBF __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+
+// lb_tile sets ap[r][j] (ld apart) to the bfloat16 approximations of the
+// logits of LB_ROWS rows of paired inputs xp (hp words a row).
+TBF static void lb_tile(const unsigned *xp, int hp, const unsigned *wp, const float *bias, int k,
+                        float *ap, int ld) {
+	const int nblk = (k + LB_BLK - 1) / LB_BLK;
+	for (int b = 0; b < nblk; b++) {
+		__m512 acc[LB_ROWS][4];
+#pragma GCC unroll 4
+		for (int v = 0; v < 4; v++) {
+			const int j = b * LB_BLK + 16 * v;
+			const int left = k - j;
+			const __mmask16 mk = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+			const __m512 bv = _mm512_maskz_loadu_ps(mk, bias + j);
+#pragma GCC unroll 6
+			for (int r = 0; r < LB_ROWS; r++) acc[r][v] = bv;
+		}
+		const unsigned *wb = wp + (long)b * hp * LB_BLK;
+		for (int p = 0; p < hp; p++, wb += LB_BLK) {
+			__m512bh w[4];
+#pragma GCC unroll 4
+			for (int v = 0; v < 4; v++) w[v] = (__m512bh)_mm512_loadu_si512(wb + 16 * v);
+#pragma GCC unroll 6
+			for (int r = 0; r < LB_ROWS; r++) {
+				const __m512bh x = (__m512bh)_mm512_set1_epi32((int)xp[r * hp + p]);
+#pragma GCC unroll 4
+				for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], w[v], x);
+			}
+		}
+#pragma GCC unroll 6
+		for (int r = 0; r < LB_ROWS; r++)
+#pragma GCC unroll 4
+			for (int v = 0; v < 4; v++) _mm512_storeu_ps(ap + (long)r * ld + b * LB_BLK + 16 * v, acc[r][v]);
+	}
+}
+
+// tr16 transposes 16 rows of 16 floats: r[i] lane j becomes r[j] lane i.
+TBF static inline void tr16(__m512 r[16]) {
+	__m512 t[16];
+#pragma GCC unroll 8
+	for (int i = 0; i < 8; i++) {
+		t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+	}
+	// r[4i+j], 128-bit lane L: rows 4i..4i+3 of column 4L+j
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+		r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+		r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+		r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+	}
+#pragma GCC unroll 4
+	for (int j = 0; j < 4; j++) {
+		t[j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+		t[4 + j] = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xDD);
+		t[8 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+		t[12 + j] = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xDD);
+	}
+#pragma GCC unroll 4
+	for (int j = 0; j < 4; j++) {
+		r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+		r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+		r[4 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0x88);
+		r[12 + j] = _mm512_shuffle_f32x4(t[4 + j], t[12 + j], 0xDD);
+	}
+}
+
+// lb_exact sets ex[i] to the exact logit of class cand[i], i < nc: its
+// bias, then fma(x[i], w[i][j], .) for i in order, as bp_conv2d's kernels.
+// wt holds each class's hdim weights together: sixteen classes' rows,
+// transposed 16 inputs at a time, feed one vector of chains (a gather per
+// input, from classes far apart, was slower than the full product; eight
+// scalar chains side by side took twice as long for the usual ten).
+TBF static void lb_exact(const float *x, int hdim, const float *wt, const float *bias,
+                         const int *cand, int nc, float *ex) {
+	for (int g = 0; g < nc; g += 16) {
+		const int cnt = nc - g < 16 ? nc - g : 16;
+		const __mmask16 mc = (__mmask16)((1u << cnt) - 1);
+		const float *p[16];
+		float b[16];
+#pragma GCC unroll 16
+		for (int r = 0; r < 16; r++) {
+			const int j = cand[g + (r < cnt ? r : cnt - 1)]; // a short group repeats its last class
+			p[r] = wt + (long)j * hdim;
+			b[r] = bias[j];
+		}
+		__m512 acc = _mm512_loadu_ps(b);
+		for (int i0 = 0; i0 < hdim; i0 += 16) {
+			const int kn = hdim - i0 < 16 ? hdim - i0 : 16;
+			const __mmask16 mk = (__mmask16)((1u << kn) - 1);
+			__m512 v[16];
+#pragma GCC unroll 16
+			for (int r = 0; r < 16; r++) v[r] = _mm512_maskz_loadu_ps(mk, p[r] + i0);
+			tr16(v);
+			if (kn == 16) {
+#pragma GCC unroll 16
+				for (int i = 0; i < 16; i++) acc = _mm512_fmadd_ps(_mm512_set1_ps(x[i0 + i]), v[i], acc);
+			} else {
+				for (int i = 0; i < kn; i++) acc = _mm512_fmadd_ps(_mm512_set1_ps(x[i0 + i]), v[i], acc);
+			}
+		}
+		_mm512_mask_storeu_ps(ex + g, mc, acc);
+	}
+}
+
+// lb_row settles one row from its approximations a (k values): the m
+// largest exact logits into idx, val (largest first, equal values in class
+// order, as bp_topn), the label's into *zy (label >= 0). It returns 0
+// when the row needs the full product. nrm[j] >= |w_j|, absb[j] = |b_j|;
+// lo is scratch of k floats.
+TBF static int lb_row(const float *x, int hdim, int k, const float *wt, const float *bias,
+                      const float *nrm, const float *absb, int m, const float *a, int label,
+                      int *idx, float *val, float *zy, int *cand, float *ex, float *lo) {
+	__m512 q = _mm512_setzero_ps();
+	int i = 0;
+	for (; i + 16 <= hdim; i += 16) {
+		const __m512 v = _mm512_loadu_ps(x + i);
+		q = _mm512_fmadd_ps(v, v, q);
+	}
+	if (i < hdim) {
+		const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << (hdim - i)) - 1), x + i);
+		q = _mm512_fmadd_ps(v, v, q);
+	}
+	const double xn = sqrt((double)_mm512_reduce_add_ps(q));
+	if (!(xn < 1e15)) return 0; // a non-finite input, or values near overflow
+	// |a_j - z_j| <= E_j = al*|w_j| + be*|b_j| + c: the bfloat16 roundings of
+	// weight and input (2^-8 each, relative) and both sums' float32
+	// roundings (at most 161 each), bounded by |w_j||x|; flushed
+	// subnormals (2^-126 each); 2% slack for the rounding of |x|, of E_j
+	// and of a_j -+ E_j (E_j >= 1e-4 |a_j|).
+	const __m512 al = _mm512_set1_ps((float)(1.02 * xn * (0x1p-7 + 1e-4) + 1e-36));
+	const __m512 be = _mm512_set1_ps(1.02e-4f);
+	const __m512 c = _mm512_set1_ps((float)(1e-36 * xn + 1e-30));
+	for (int j = 0; j < k; j += 16) {
+		const __mmask16 mk = k - j >= 16 ? 0xFFFF : (__mmask16)((1u << (k - j)) - 1);
+		const __m512 e = _mm512_fmadd_ps(al, _mm512_maskz_loadu_ps(mk, nrm + j),
+		                                 _mm512_fmadd_ps(be, _mm512_maskz_loadu_ps(mk, absb + j), c));
+		_mm512_mask_storeu_ps(lo + j, mk, _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, a + j), e));
+	}
+	int ti[16];
+	float tv[16];
+	if (bp_topn(lo, k, m, ti, tv) < m) return 0;
+	// Every class whose exact logit reaches the m-th largest has a_j + E_j
+	// at least the m-th largest of the lower bounds a_i - E_i.
+	const __m512 thr = _mm512_set1_ps(tv[m - 1]);
+	int nc = 0;
+	for (int j = 0; j < k; j += 16) {
+		const __mmask16 mk = k - j >= 16 ? 0xFFFF : (__mmask16)((1u << (k - j)) - 1);
+		const __m512 e = _mm512_fmadd_ps(al, _mm512_maskz_loadu_ps(mk, nrm + j),
+		                                 _mm512_fmadd_ps(be, _mm512_maskz_loadu_ps(mk, absb + j), c));
+		const __m512 hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, a + j), e);
+		const __mmask16 in = mk & _mm512_cmp_ps_mask(hi, thr, _CMP_GE_OQ);
+		if (!in) continue; // most blocks: a compressing store is dear
+		const int cnt = __builtin_popcount(in);
+		if (nc + cnt > LB_MAXC) return 0;
+		_mm512_mask_compressstoreu_epi32(cand + nc, in, _mm512_add_epi32(_mm512_set1_epi32(j), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
+		nc += cnt;
+	}
+	// The label among the candidates, in class order: a class below the
+	// m-th largest changes nothing in the top m.
+	int at = -1;
+	if (label >= 0) {
+		int p = 0;
+		while (p < nc && cand[p] < label) p++;
+		if (p == nc || cand[p] != label) {
+			memmove(cand + p + 1, cand + p, sizeof(int) * (nc - p));
+			cand[p] = label;
+			nc++;
+		}
+		at = p;
+	}
+	lb_exact(x, hdim, wt, bias, cand, nc, ex);
+	int got = 0;
+	for (int r = 0; r < nc; r++)
+		if (!(got == m && ex[r] <= val[m - 1])) got = topn_insert(ex[r], cand[r], got, m, idx, val);
+	if (got < m) return 0;
+	if (at >= 0) *zy = ex[at];
+	return 1;
+}
+
+// bp_logits_top settles n rows of x (hdim values each) of the classifier
+// with weights wt (k rows of hdim: class j's at j*hdim), bias, packed wp
+// (bp_bf16_pack), nrm[j] >= |w_j| and absb[j] = |bias[j]|: row r's m
+// largest logits go to idx, val[r*m...] and the label's to zy[r] (labels
+// and zy NULL: no label), and ok[r] says whether the row was settled.
+// scratch holds bp_logits_scratch(hdim, k) floats. It returns how many
+// rows it settled.
+long bp_logits_scratch(int hdim, int k) {
+	const int kpad = (k + LB_BLK - 1) / LB_BLK * LB_BLK;
+	return (long)(LB_ROWS + 1) * kpad + (long)LB_ROWS * ((hdim + 1) / 2) + 2 * (LB_MAXC + 1);
+}
+
+TBF int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, const float *bias,
+                      const unsigned *wp, const float *nrm, const float *absb, int m, const long *labels,
+                      int *idx, float *val, float *zy, unsigned char *ok, float *scratch) {
+	if (m < 1 || m > 16 || k < m) {
+		memset(ok, 0, n);
+		return 0;
+	}
+	const int kpad = (k + LB_BLK - 1) / LB_BLK * LB_BLK, hp = (hdim + 1) / 2;
+	float *ap = scratch;
+	unsigned *xp = (unsigned *)(ap + (long)LB_ROWS * kpad);
+	int *cand = (int *)(xp + LB_ROWS * hp);
+	float *ex = (float *)(cand + LB_MAXC + 1);
+	float *lo = ex + LB_MAXC + 1;
+	int settled = 0;
+	for (int r0 = 0; r0 < n; r0 += LB_ROWS) {
+		const int rows = n - r0 < LB_ROWS ? n - r0 : LB_ROWS;
+		for (int r = 0; r < LB_ROWS; r++) {
+			// Rounded to nearest, ties to even (subnormals to zero), as
+			// bf16; a row with a non-finite input is given up later.
+			const float *xr = x + (long)(r0 + (r < rows ? r : 0)) * hdim;
+			for (int i = 0; i < 2 * hp; i += 32) {
+				const int left = hdim - i;
+				const __mmask16 m0 = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+				const __mmask16 m1 = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+				const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, xr + i + 16), _mm512_maskz_loadu_ps(m0, xr + i));
+				const int words = hp - i / 2 < 16 ? hp - i / 2 : 16;
+				_mm512_mask_storeu_epi32(xp + r * hp + i / 2, (__mmask16)((1u << words) - 1), (__m512i)v);
+			}
+		}
+		lb_tile(xp, hp, wp, bias, k, ap, kpad);
+		for (int r = 0; r < rows; r++) {
+			const int row = r0 + r;
+			ok[row] = (unsigned char)lb_row(x + (long)row * hdim, hdim, k, wt, bias, nrm, absb, m, ap + (long)r * kpad,
+			                               labels ? (int)labels[row] : -1, idx + (long)row * m, val + (long)row * m,
+			                               labels ? zy + row : NULL,
+			                               cand, ex, lo);
+			settled += ok[row];
+		}
+	}
+	return settled;
 }

@@ -60,6 +60,13 @@ int bp_add_index(int na, const long *rows, int size, const float *d,
 void bp_add_rows(float *a, const float *b, long n);
 int bp_relu_from(int na, const long *rows, int size, const float *src, float *out, float *d, int *idx, int *ptr);
 int bp_topn(const float *z, int n, int k, int *idx, float *val);
+long bp_bf16_packed(int hdim, int k);
+void bp_bf16_pack(const float *w, int hdim, int k, unsigned *out);
+int bp_have_bf16(void);
+long bp_logits_scratch(int hdim, int k);
+int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, const float *bias,
+                  const unsigned *wp, const float *nrm, const float *absb, int m, const long *labels,
+                  int *idx, float *val, float *zy, unsigned char *ok, float *scratch);
 double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
                     const int *top, int t, float *dv, float *tmp);
 
