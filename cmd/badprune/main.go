@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"badprune/internal/guard"
 	_ "badprune/internal/onnxmodel" // ONNX models: --model bd.onnx
 )
 
@@ -18,7 +19,17 @@ import (
 const envChild = "BADPRUNE_CHILD"
 
 func main() {
-	if os.Getenv(envChild) == "" && os.Getenv("BADPRUNE_NO_SUPERVISOR") == "" {
+	switch e := forked(); {
+	case e.role == supervisor:
+		os.Exit(superviseForked(e))
+	case e.role == child:
+		// What an exec'ing supervisor passes in the environment.
+		os.Setenv(envChild, "1")
+		os.Setenv(guard.EnvFD, "3")
+		if e.tty {
+			os.Setenv(envTTY, "1")
+		}
+	case os.Getenv(envChild) == "" && os.Getenv("BADPRUNE_NO_SUPERVISOR") == "":
 		if code, ok := supervise(os.Args[1:]); ok {
 			os.Exit(code)
 		}

@@ -26,25 +26,37 @@ func supervise(args []string) (code int, ok bool) {
 		env = append(env, envTTY+"=1")
 	}
 	out, ok := guard.Supervise(exe, args, env, os.Stderr)
-	switch {
-	case !ok:
+	if !ok {
 		return 0, false
+	}
+	return outcome(out), true
+}
+
+// superviseForked is supervise for the child fork.c started.
+func superviseForked(e early) int {
+	return outcome(guard.Adopt(e.pid, e.reports, e.stderr, os.Stderr))
+}
+
+// outcome reports how the child ended, in one line unless it ended
+// normally (its own messages were relayed), and returns the exit code.
+func outcome(out guard.Outcome) int {
+	switch {
 	case out.Hung:
 		fmt.Fprintf(os.Stderr, "badprune: %s: %s\n", cmp.Or(out.Reading, "an input file"), guard.HungProblem(h5.Patience))
-		return exitError, true
+		return exitError
 	case out.Signal == syscall.SIGKILL:
 		fmt.Fprintln(os.Stderr, "badprune: killed (SIGKILL; out of memory?); this run left no output, and files that were in its output folder before are untouched")
-		return 128 + int(out.Signal), true
+		return 128 + int(out.Signal)
 	case out.Crashed:
 		what := "an input file"
 		if out.Reading != "" {
 			what = out.Reading
 		}
 		fmt.Fprintf(os.Stderr, "badprune: %s: the HDF5 library crashed reading it (a damaged or hostile file?); no output was written\n", what)
-		return exitError, true
+		return exitError
 	case out.Signal != 0:
 		fmt.Fprintln(os.Stderr, interrupted)
-		return 128 + int(out.Signal), true
+		return 128 + int(out.Signal)
 	}
-	return out.Code, true
+	return out.Code
 }

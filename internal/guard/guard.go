@@ -53,9 +53,10 @@ const (
 )
 
 // std is the child's end of the pipe. It is process-wide by nature: it is
-// set up before main runs and never changes afterwards; it is the package's
-// only state.
-var std = newReporter(open())
+// opened at the first report (a child forked before Go started learns its
+// role in main, and sets the environment then) and never changes
+// afterwards; it is the package's only state.
+var std = sync.OnceValue(func() *reporter { return newReporter(open()) })
 
 func open() io.Writer {
 	fd, err := strconv.Atoi(os.Getenv(EnvFD))
@@ -125,18 +126,19 @@ func (r *reporter) done(paths []string) {
 }
 
 // Reading reports that the library is about to read path.
-func Reading(path string) { std.reading(path) }
+func Reading(path string) { std().reading(path) }
 
 // Hung ends the process, which is stuck in a library call (after patience)
 // on the input it last reported reading: it tells the supervisor, which
 // cleans up and says so in one line, or, unsupervised, says so itself.
 // A thread stuck in C cannot be stopped any other way.
 func Hung(patience time.Duration) {
-	std.mu.Lock()
-	w, last := std.w, std.last
-	std.mu.Unlock()
+	r := std()
+	r.mu.Lock()
+	w, last := r.w, r.last
+	r.mu.Unlock()
 	if w != nil {
-		std.send(kindHung + "\n")
+		r.send(kindHung + "\n")
 	} else {
 		fmt.Fprintf(os.Stderr, "badprune: %s: %s\n", last, HungProblem(patience))
 	}
@@ -151,25 +153,25 @@ func HungProblem(patience time.Duration) string {
 // Temp reports a file that is to be removed if the run crashes: a
 // temporary not in place yet, or an output published by a run that has not
 // finished. Report it once it exists, unless its name is the run's own.
-func Temp(path string) { std.send(line(kindTemp, path)) }
+func Temp(path string) { std().send(line(kindTemp, path)) }
 
 // TempDir reports a folder that is to be removed with all its contents if
 // the run crashes.
-func TempDir(path string) { std.send(line(kindTempDir, path)) }
+func TempDir(path string) { std().send(line(kindTempDir, path)) }
 
 // Created reports a folder the run created, right after creating it and
 // before anything goes inside; after a crash it is removed if empty.
-func Created(path string) { std.send(line(kindCreated, path)) }
+func Created(path string) { std().send(line(kindCreated, path)) }
 
 // Moved reports that a file is about to move, or has moved, from from to
 // to; after a crash it is moved back, replacing whatever is at from. Report
 // it before the move: moving back a file that never moved does nothing.
-func Moved(from, to string) { std.send(line(kindMoved, from, to)) }
+func Moved(from, to string) { std().send(line(kindMoved, from, to)) }
 
 // Done reports that the files or folders registered under paths were put
 // in place or removed, and so need no cleanup. The reports go out in one
 // write, so that a crash retires all of them or none.
-func Done(paths ...string) { std.done(paths) }
+func Done(paths ...string) { std().done(paths) }
 
 // A Watcher reads a child's reports and undoes the child's leftovers.
 type Watcher struct {

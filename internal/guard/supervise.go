@@ -30,13 +30,12 @@ func Supervise(exe string, args, env []string, stderr io.Writer) (out Outcome, o
 	if err != nil {
 		return out, false
 	}
-	defer pr.Close()
 	er, ew, err := os.Pipe() // the child's stderr
 	if err != nil {
+		pr.Close()
 		pw.Close()
 		return out, false
 	}
-	defer er.Close()
 	cmd := exec.Command(exe, args...)
 	cmd.Env = append(append(os.Environ(), env...), EnvFD+"=3")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, ew
@@ -45,20 +44,43 @@ func Supervise(exe string, args, env []string, stderr io.Writer) (out Outcome, o
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
-		pw.Close()
-		ew.Close()
-		return out, false
-	}
+	err = cmd.Start()
 	pw.Close()
 	ew.Close()
+	if err != nil {
+		pr.Close()
+		er.Close()
+		return out, false
+	}
+	return supervise(cmd.Process, sigs, pr, er, stderr), true
+}
+
+// Adopt is Supervise for a child already running: process pid, forked
+// before this process's Go runtime started (so before it could start one
+// itself), with the read ends of its report pipe and of its stderr.
+func Adopt(pid int, reports, childStderr *os.File, stderr io.Writer) Outcome {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	p, err := os.FindProcess(pid) // on Unix, always found
+	if err != nil {
+		panic(err)
+	}
+	return supervise(p, sigs, reports, childStderr, stderr)
+}
+
+// supervise passes sigs on to the child p, relays its stderr er, follows
+// its reports pr until it ends, and cleans up after it. It closes pr and er.
+func supervise(p *os.Process, sigs chan os.Signal, pr, er *os.File, stderr io.Writer) Outcome {
+	defer pr.Close()
+	defer er.Close()
 	stop := make(chan struct{})
 	defer close(stop)
 	go func() {
 		for {
 			select {
 			case s := <-sigs:
-				cmd.Process.Signal(s)
+				p.Signal(s)
 			case <-stop:
 				return
 			}
@@ -67,18 +89,22 @@ func Supervise(exe string, args, env []string, stderr io.Writer) (out Outcome, o
 	w := Watch(pr)
 	relayed := make(chan bool)
 	go func() { relayed <- relay(stderr, er) }()
-	werr := cmd.Wait()
+	st, werr := p.Wait()
 	crashed := <-relayed
 	w.Wait()
 	w.Cleanup() // after success nothing is registered any more
 
-	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	out = Outcome{Code: cmd.ProcessState.ExitCode(), Reading: w.Reading(), Crashed: crashed, Hung: w.Hung()}
-	if werr != nil && ws.Signaled() {
+	out := Outcome{Code: -1, Reading: w.Reading(), Crashed: crashed, Hung: w.Hung()}
+	if werr != nil {
+		out.Crashed = true // cannot happen for a child of this process
+		return out
+	}
+	out.Code = st.ExitCode()
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		out.Code, out.Signal = 0, ws.Signal()
 		out.Crashed = out.Signal != syscall.SIGINT && out.Signal != syscall.SIGTERM
 	}
-	return out, true
+	return out
 }
 
 // crashMarks begin the Go runtime's report of a fatal fault; from such a
