@@ -810,19 +810,26 @@ int bp_have_bf16(void) { return bp_isa() == 2 && __builtin_cpu_supports("avx512b
 
 #define TBF __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 
-// lb_tile sets ap[r][j] (ld apart) to the bfloat16 approximations of the
-// logits of LB_ROWS rows of paired inputs xp (hp words a row).
+// lb_tile sets, for LB_ROWS rows of paired inputs xp (hp words a row),
+// the lower and upper bounds a_j -+ E_j of every logit, lo[r][j] and
+// hi[r][j] (ld apart), a_j the bfloat16 approximation and E_j = al[r] *
+// nrm[j] + be * absb[j] + c[r] its error bound (lb_row), and mx[r] the
+// lanes' maxima of the row's lower bounds (-inf for lanes past k).
 TBF static void lb_tile(const unsigned *xp, int hp, const unsigned *wp, const float *bias, int k,
-                        float *ap, int ld) {
+                        const float *nrm, const float *absb, const float *al, const float *c, float be,
+                        float *lo, float *hi, int ld, __m512 *mx) {
 	const int nblk = (k + LB_BLK - 1) / LB_BLK;
+#pragma GCC unroll 6
+	for (int r = 0; r < LB_ROWS; r++) mx[r] = _mm512_set1_ps(-__builtin_inff());
 	for (int b = 0; b < nblk; b++) {
 		__m512 acc[LB_ROWS][4];
+		__mmask16 mk[4];
 #pragma GCC unroll 4
 		for (int v = 0; v < 4; v++) {
 			const int j = b * LB_BLK + 16 * v;
 			const int left = k - j;
-			const __mmask16 mk = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-			const __m512 bv = _mm512_maskz_loadu_ps(mk, bias + j);
+			mk[v] = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+			const __m512 bv = _mm512_maskz_loadu_ps(mk[v], bias + j);
 #pragma GCC unroll 6
 			for (int r = 0; r < LB_ROWS; r++) acc[r][v] = bv;
 		}
@@ -838,10 +845,19 @@ TBF static void lb_tile(const unsigned *xp, int hp, const unsigned *wp, const fl
 				for (int v = 0; v < 4; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], w[v], x);
 			}
 		}
-#pragma GCC unroll 6
-		for (int r = 0; r < LB_ROWS; r++)
 #pragma GCC unroll 4
-			for (int v = 0; v < 4; v++) _mm512_storeu_ps(ap + (long)r * ld + b * LB_BLK + 16 * v, acc[r][v]);
+		for (int v = 0; v < 4; v++) {
+			const int j = b * LB_BLK + 16 * v;
+			const __m512 n = _mm512_maskz_loadu_ps(mk[v], nrm + j), bb = _mm512_mul_ps(_mm512_set1_ps(be), _mm512_maskz_loadu_ps(mk[v], absb + j));
+#pragma GCC unroll 6
+			for (int r = 0; r < LB_ROWS; r++) {
+				const __m512 e = _mm512_fmadd_ps(_mm512_set1_ps(al[r]), n, _mm512_add_ps(bb, _mm512_set1_ps(c[r])));
+				const __m512 l = _mm512_sub_ps(acc[r][v], e);
+				_mm512_storeu_ps(lo + (long)r * ld + j, l);
+				_mm512_storeu_ps(hi + (long)r * ld + j, _mm512_add_ps(acc[r][v], e));
+				mx[r] = _mm512_mask_max_ps(mx[r], mk[v], mx[r], l);
+			}
+		}
 	}
 }
 
@@ -915,59 +931,51 @@ TBF static void lb_exact(const float *x, int hdim, const float *wt, const float 
 	}
 }
 
-// lb_row settles one row from its approximations a (k values): the m
-// largest exact logits into idx, val (largest first, equal values in class
-// order, as bp_topn), the label's into *zy (label >= 0). It returns 0
-// when the row needs the full product. nrm[j] >= |w_j|, absb[j] = |b_j|;
-// lo is scratch of k floats.
-TBF static int lb_row(const float *x, int hdim, int k, const float *wt, const float *bias,
-                      const float *nrm, const float *absb, int m, const float *a, int label,
-                      int *idx, float *val, float *zy, int *cand, float *ex, float *lo) {
-	__m512 q = _mm512_setzero_ps();
-	int i = 0;
-	for (; i + 16 <= hdim; i += 16) {
-		const __m512 v = _mm512_loadu_ps(x + i);
-		q = _mm512_fmadd_ps(v, v, q);
-	}
-	if (i < hdim) {
-		const __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << (hdim - i)) - 1), x + i);
-		q = _mm512_fmadd_ps(v, v, q);
-	}
-	const double xn = sqrt((double)_mm512_reduce_add_ps(q));
-	if (!(xn < 1e15)) return 0; // a non-finite input, or values near overflow
-	// |a_j - z_j| <= E_j = al*|w_j| + be*|b_j| + c: the bfloat16 roundings of
-	// weight and input (2^-8 each, relative) and both sums' float32
-	// roundings (at most 161 each), bounded by |w_j||x|; flushed
-	// subnormals (2^-126 each); 2% slack for the rounding of |x|, of E_j
-	// and of a_j -+ E_j (E_j >= 1e-4 |a_j|).
-	const __m512 al = _mm512_set1_ps((float)(1.02 * xn * (0x1p-7 + 1e-4) + 1e-36));
-	const __m512 be = _mm512_set1_ps(1.02e-4f);
-	const __m512 c = _mm512_set1_ps((float)(1e-36 * xn + 1e-30));
-	for (int j = 0; j < k; j += 16) {
-		const __mmask16 mk = k - j >= 16 ? 0xFFFF : (__mmask16)((1u << (k - j)) - 1);
-		const __m512 e = _mm512_fmadd_ps(al, _mm512_maskz_loadu_ps(mk, nrm + j),
-		                                 _mm512_fmadd_ps(be, _mm512_maskz_loadu_ps(mk, absb + j), c));
-		_mm512_mask_storeu_ps(lo + j, mk, _mm512_sub_ps(_mm512_maskz_loadu_ps(mk, a + j), e));
-	}
-	int ti[16];
-	float tv[16];
-	if (bp_topn(lo, k, m, ti, tv) < m) return 0;
-	// Every class whose exact logit reaches the m-th largest has a_j + E_j
-	// at least the m-th largest of the lower bounds a_i - E_i.
-	const __m512 thr = _mm512_set1_ps(tv[m - 1]);
+// lb_row settles one row from the bounds of its logits, lo and hi (k
+// values each; mx their lanes' maxima of lo): the m largest exact logits
+// into idx, val (largest first, equal values in class order, as bp_topn),
+// the label's into *zy (label >= 0). It returns 0 when the row needs the
+// full product.
+TBF static int lb_row(const float *x, int hdim, int k, const float *wt, const float *bias, int m,
+                      const float *lo, const float *hi, __m512 mx, int label,
+                      int *idx, float *val, float *zy, int *cand, float *ex) {
+	// Every class whose exact logit reaches the m-th largest has hi_j at
+	// least L, the m-th largest lo_i. The lanes' maxima are lo values of
+	// 16 classes: their m-th largest, T, is at most L. One pass keeps the
+	// largest lo values that reach T, and the classes whose hi does.
+	float lane[16], top[16];
+	_mm512_storeu_ps(lane, mx);
+	int got = 0;
+	for (int i = 0; i < 16; i++)
+		if (!(got == m && lane[i] <= top[m - 1])) got = topn_insert(lane[i], i, got, m, idx, top);
+	if (got < m || !(top[m - 1] > -__builtin_inff())) return 0;
+	const __m512 t = _mm512_set1_ps(top[m - 1]);
+	const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+	got = 0;
 	int nc = 0;
 	for (int j = 0; j < k; j += 16) {
 		const __mmask16 mk = k - j >= 16 ? 0xFFFF : (__mmask16)((1u << (k - j)) - 1);
-		const __m512 e = _mm512_fmadd_ps(al, _mm512_maskz_loadu_ps(mk, nrm + j),
-		                                 _mm512_fmadd_ps(be, _mm512_maskz_loadu_ps(mk, absb + j), c));
-		const __m512 hi = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, a + j), e);
-		const __mmask16 in = mk & _mm512_cmp_ps_mask(hi, thr, _CMP_GE_OQ);
-		if (!in) continue; // most blocks: a compressing store is dear
+		const __m512 h = _mm512_maskz_loadu_ps(mk, hi + j);
+		const __mmask16 in = _mm512_mask_cmp_ps_mask(mk, h, t, _CMP_GE_OQ);
+		if (!in) continue; // then no lo_j reaches T either
+		for (__mmask16 q = _mm512_mask_cmp_ps_mask(in, _mm512_loadu_ps(lo + j), t, _CMP_GE_OQ); q; q &= q - 1) {
+			const float v = lo[j + __builtin_ctz(q)];
+			if (!(got == m && v <= top[m - 1])) got = topn_insert(v, 0, got, m, idx, top);
+		}
 		const int cnt = __builtin_popcount(in);
 		if (nc + cnt > LB_MAXC) return 0;
-		_mm512_mask_compressstoreu_epi32(cand + nc, in, _mm512_add_epi32(_mm512_set1_epi32(j), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)));
+		// compressed in registers, written with masked stores (a
+		// compressing store to memory is slow on AMD)
+		_mm512_mask_storeu_epi32(cand + nc, (__mmask16)((1u << cnt) - 1),
+		                         _mm512_maskz_compress_epi32(in, _mm512_add_epi32(_mm512_set1_epi32(j), iota)));
+		_mm512_mask_storeu_ps(ex + nc, (__mmask16)((1u << cnt) - 1), _mm512_maskz_compress_ps(in, h));
 		nc += cnt;
 	}
+	// Now top[m-1] is L: keep the classes whose hi reaches it.
+	int w = 0;
+	for (int i = 0; i < nc; i++)
+		if (ex[i] >= top[m - 1]) cand[w++] = cand[i];
+	nc = w;
 	// The label among the candidates, in class order: a class below the
 	// m-th largest changes nothing in the top m.
 	int at = -1;
@@ -982,7 +990,7 @@ TBF static int lb_row(const float *x, int hdim, int k, const float *wt, const fl
 		at = p;
 	}
 	lb_exact(x, hdim, wt, bias, cand, nc, ex);
-	int got = 0;
+	got = 0;
 	for (int r = 0; r < nc; r++)
 		if (!(got == m && ex[r] <= val[m - 1])) got = topn_insert(ex[r], cand[r], got, m, idx, val);
 	if (got < m) return 0;
@@ -999,7 +1007,7 @@ TBF static int lb_row(const float *x, int hdim, int k, const float *wt, const fl
 // rows it settled.
 long bp_logits_scratch(int hdim, int k) {
 	const int kpad = (k + LB_BLK - 1) / LB_BLK * LB_BLK;
-	return (long)(LB_ROWS + 1) * kpad + (long)LB_ROWS * ((hdim + 1) / 2) + 2 * (LB_MAXC + 1);
+	return 2L * LB_ROWS * kpad + (long)LB_ROWS * ((hdim + 1) / 2) + 2 * (LB_MAXC + 16);
 }
 
 TBF int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, const float *bias,
@@ -1010,34 +1018,46 @@ TBF int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, c
 		return 0;
 	}
 	const int kpad = (k + LB_BLK - 1) / LB_BLK * LB_BLK, hp = (hdim + 1) / 2;
-	float *ap = scratch;
-	unsigned *xp = (unsigned *)(ap + (long)LB_ROWS * kpad);
+	float *lo = scratch, *hi = lo + (long)LB_ROWS * kpad;
+	unsigned *xp = (unsigned *)(hi + (long)LB_ROWS * kpad);
 	int *cand = (int *)(xp + LB_ROWS * hp);
-	float *ex = (float *)(cand + LB_MAXC + 1);
-	float *lo = ex + LB_MAXC + 1;
+	float *ex = (float *)(cand + LB_MAXC + 16); // room for a last compressed store
 	int settled = 0;
 	for (int r0 = 0; r0 < n; r0 += LB_ROWS) {
 		const int rows = n - r0 < LB_ROWS ? n - r0 : LB_ROWS;
+		float al[LB_ROWS], c[LB_ROWS];
+		int fine[LB_ROWS];
 		for (int r = 0; r < LB_ROWS; r++) {
 			// Rounded to nearest, ties to even (subnormals to zero), as
-			// bf16; a row with a non-finite input is given up later.
+			// bf16; a row with a non-finite input is given up.
 			const float *xr = x + (long)(r0 + (r < rows ? r : 0)) * hdim;
+			__m512 q = _mm512_setzero_ps();
 			for (int i = 0; i < 2 * hp; i += 32) {
 				const int left = hdim - i;
 				const __mmask16 m0 = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
 				const __mmask16 m1 = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
-				const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, xr + i + 16), _mm512_maskz_loadu_ps(m0, xr + i));
+				const __m512 a = _mm512_maskz_loadu_ps(m0, xr + i), b = _mm512_maskz_loadu_ps(m1, xr + i + 16);
+				q = _mm512_fmadd_ps(b, b, _mm512_fmadd_ps(a, a, q));
 				const int words = hp - i / 2 < 16 ? hp - i / 2 : 16;
-				_mm512_mask_storeu_epi32(xp + r * hp + i / 2, (__mmask16)((1u << words) - 1), (__m512i)v);
+				_mm512_mask_storeu_epi32(xp + r * hp + i / 2, (__mmask16)((1u << words) - 1), (__m512i)_mm512_cvtne2ps_pbh(b, a));
 			}
+			// |a_j - z_j| <= E_j = al*|w_j| + be*|b_j| + c: the bfloat16
+			// roundings of weight and input (2^-8 each, relative) and both
+			// sums' float32 roundings (at most 161 each), bounded by
+			// |w_j||x|; flushed subnormals (2^-126 each); 2% slack for the
+			// rounding of |x|, of E_j and of a_j -+ E_j (E_j >= 1e-4 |a_j|).
+			const double xn = sqrt((double)_mm512_reduce_add_ps(q));
+			fine[r] = xn < 1e15; // else a non-finite input, or values near overflow
+			al[r] = fine[r] ? (float)(1.02 * xn * (0x1p-7 + 1e-4) + 1e-36) : 0;
+			c[r] = fine[r] ? (float)(1e-36 * xn + 1e-30) : 0;
 		}
-		lb_tile(xp, hp, wp, bias, k, ap, kpad);
+		__m512 mx[LB_ROWS];
+		lb_tile(xp, hp, wp, bias, k, nrm, absb, al, c, 1.02e-4f, lo, hi, kpad, mx);
 		for (int r = 0; r < rows; r++) {
 			const int row = r0 + r;
-			ok[row] = (unsigned char)lb_row(x + (long)row * hdim, hdim, k, wt, bias, nrm, absb, m, ap + (long)r * kpad,
-			                               labels ? (int)labels[row] : -1, idx + (long)row * m, val + (long)row * m,
-			                               labels ? zy + row : NULL,
-			                               cand, ex, lo);
+			ok[row] = fine[r] && lb_row(x + (long)row * hdim, hdim, k, wt, bias, m, lo + (long)r * kpad, hi + (long)r * kpad,
+			                            mx[r], labels ? (int)labels[row] : -1, idx + (long)row * m, val + (long)row * m,
+			                            labels ? zy + row : NULL, cand, ex);
 			settled += ok[row];
 		}
 	}
