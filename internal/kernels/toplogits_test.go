@@ -175,3 +175,54 @@ func TestTopLogitsRefuses(t *testing.T) {
 		t.Error("prepared an infinite bias")
 	}
 }
+
+// BenchmarkTopLogits times settling a recount's top five logits of a
+// classifier of the lab's size (160 inputs, 1,283 classes; random weights,
+// inputs half zeros as after a ReLU) against computing every logit and
+// scanning them, on the calling goroutine.
+func BenchmarkTopLogits(b *testing.B) {
+	r := rand.New(rand.NewPCG(7, 8))
+	const hdim, k, n, m = 160, 1283, 96, 5
+	w := make([]float32, hdim*k)
+	for i := range w {
+		w[i] = float32(r.NormFloat64() * 0.1)
+	}
+	bias := randSlice(r, k, -0.1, 0.1)
+	x := make([]float32, n*hdim)
+	for i := range x {
+		if r.IntN(2) == 0 {
+			x[i] = float32(r.ExpFloat64())
+		}
+	}
+	labels := make([]int, n)
+	for i := range labels {
+		labels[i] = r.IntN(k)
+	}
+	idx, val := make([]int32, n*m), make([]float32, n*m)
+	perRow := func(b *testing.B) {
+		b.ReportMetric(b.Elapsed().Seconds()/float64(n*b.N)*1e9, "ns/row")
+	}
+	b.Run("settle", func(b *testing.B) {
+		tl := NewTopLogits(w, bias, hdim, k)
+		if tl == nil {
+			b.Skip("this CPU has no AVX-512 BF16")
+		}
+		zy, ok, sc := make([]float32, n), make([]uint8, n), make([]float32, tl.ScratchSize())
+		for i := 0; i < b.N; i++ {
+			tl.Settle(x, n, labels, idx, val, zy, ok, sc)
+		}
+		perRow(b)
+	})
+	b.Run("full", func(b *testing.B) {
+		d := NewDense(w, bias, hdim, k)
+		d.Serial = true
+		z := make([]float32, n*k)
+		for i := 0; i < b.N; i++ {
+			d.Forward(x, n, 1, 1, false, z)
+			for r := 0; r < n; r++ {
+				TopN(z[r*k:(r+1)*k], idx[:m], val[:m])
+			}
+		}
+		perRow(b)
+	})
+}
