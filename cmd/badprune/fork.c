@@ -9,12 +9,16 @@
 // (the one moment a fork without exec is safe): the child goes on to
 // initialise Go and do the work, the parent to initialise Go and adopt it
 // (guard.Adopt), the two starts side by side on two cores. main learns
-// its role from bp_fork_role.
-#define _GNU_SOURCE // pipe2
+// its role from bp_fork_role. Only a program named badprune forks so; a
+// copy of another name, or a failed fork, starts the child with exec.
+#define _GNU_SOURCE // pipe2, program_invocation_short_name
+#include <errno.h> // program_invocation_short_name
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int bp_fork_role;    // 0: not forked, 1: the supervisor, 2: the child
@@ -23,22 +27,20 @@ int bp_fork_reports; // the supervisor's end of the child's reports
 int bp_fork_stderr;  // the supervisor's end of the child's stderr
 int bp_fork_tty;     // in the child: its stderr was a terminal before the fork
 
-static int has_env(char **envp, const char *name) {
-	const size_t n = strlen(name);
-	for (; *envp; envp++)
-		if (!strncmp(*envp, name, n) && (*envp)[n] == '=') return 1;
-	return 0;
+// set is whether the environment variable name is set and not empty, as
+// Go's os.Getenv(name) != "" sees it.
+static int set(const char *name) {
+	const char *v = getenv(name);
+	return v && *v;
 }
 
-__attribute__((constructor)) static void bp_fork_early(int argc, char **argv, char **envp) {
-	if (argc < 1 || !argv || !argv[0] || !envp) return;
-	// Test binaries of this package (badprune.test) run tests, not the command.
-	const size_t n = strlen(argv[0]);
-	if (n >= 5 && !strcmp(argv[0] + n - 5, ".test")) return;
+__attribute__((constructor)) static void bp_fork_early(void) {
+	// Only the command itself: a program of another name (a test binary
+	// of this package, badprune.test, runs tests; a renamed copy) starts
+	// its child with exec, as when this fork fails.
+	if (!program_invocation_short_name || strcmp(program_invocation_short_name, "badprune")) return;
 	// Already a child (of an exec'ing supervisor), or asked not to supervise.
-	if (has_env(envp, "BADPRUNE_CHILD") || has_env(envp, "BADPRUNE_GUARD_FD") ||
-	    has_env(envp, "BADPRUNE_NO_SUPERVISOR"))
-		return;
+	if (set("BADPRUNE_CHILD") || set("BADPRUNE_GUARD_FD") || set("BADPRUNE_NO_SUPERVISOR")) return;
 	int rp[2], ep[2]; // reports, stderr
 	if (pipe2(rp, O_CLOEXEC)) return;
 	if (pipe2(ep, O_CLOEXEC)) {
@@ -46,7 +48,8 @@ __attribute__((constructor)) static void bp_fork_early(int argc, char **argv, ch
 		close(rp[1]);
 		return;
 	}
-	const int tty = isatty(2);
+	struct stat st; // a terminal as progress.IsTerminal sees one: a character device
+	const int tty = fstat(2, &st) == 0 && S_ISCHR(st.st_mode);
 	const pid_t parent = getpid();
 	pid_t pid = -1;
 	if (rp[0] > 2 && rp[1] > 2 && ep[0] > 2 && ep[1] > 2) pid = fork(); // else 0..2 were not all open
@@ -59,8 +62,9 @@ __attribute__((constructor)) static void bp_fork_early(int argc, char **argv, ch
 	}
 	if (pid == 0) {
 		// Its own process group: a terminal's Ctrl-C reaches it once,
-		// through the supervisor. If the supervisor dies before it can
-		// pass signals on (Go not started yet), the child is told to stop.
+		// through the supervisor. Whenever the supervisor dies (as it
+		// would from a signal before its Go code passes signals on), the
+		// child is told to stop.
 		setpgid(0, 0);
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (getppid() != parent) _exit(128 + SIGTERM);

@@ -73,42 +73,90 @@ func noTemps(t testing.TB, dir string) {
 	}
 }
 
+// execCopy is a copy of the binary under another name: fork.c forks the
+// working child only in a program named badprune, so this one starts it
+// with exec, the fallback.
+func execCopy(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "badprune-exec")
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// childEnviron returns the environment a child of process pid started
+// with (/proc/<child>/environ), waiting up to a few seconds for the child.
+func childEnviron(t *testing.T, pid int) string {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+		for _, st := range stats {
+			b, err := os.ReadFile(st)
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ppid ...: comm may hold spaces
+			f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+			if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+				env, err := os.ReadFile(filepath.Join(filepath.Dir(st), "environ"))
+				if err == nil {
+					return string(env)
+				}
+			}
+		}
+	}
+	t.Fatalf("no child of process %d", pid)
+	return ""
+}
+
 // TestLibraryHang: a file on which the HDF5 C library loops for ever
 // (found by fuzzing: a damaged global heap under a string attribute) ends,
 // after the library's patience, in one line naming it and exit 1, with no
-// output folder left.
+// output folder left; whether the working child was forked before Go
+// started (fork.c: it runs in the environment the command was given) or
+// started with exec (its environment names the report pipe).
 func TestLibraryHang(t *testing.T) {
 	bad := "../../testdata/crash/hdf5_hang.h5"
-	out := filepath.Join(t.TempDir(), "out")
-	cmd := exec.Command(binary, "repair", "--model", bad, "--valid", tiny+"clean_u8_nchw.h5", "--out", out, "-q")
-	cmd.Env = append(os.Environ(), "BADPRUNE_HDF5_PATIENCE=2s")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	start := time.Now()
-	cmd.Run()
-	code, msg := cmd.ProcessState.ExitCode(), stderr.String()
-	if code != exitError || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, bad) || !strings.Contains(msg, "did not finish reading it in 2s") {
-		t.Fatalf("exit %d, stderr %q", code, msg)
-	}
-	if d := time.Since(start); d > time.Minute {
-		t.Errorf("the hung run took %v to end", d)
-	}
-	if _, err := os.Stat(out); err == nil {
-		t.Errorf("the hung run left its output folder %s", out)
+	for _, bin := range []string{binary, execCopy(t)} {
+		name := filepath.Base(bin)
+		out := filepath.Join(t.TempDir(), "out")
+		cmd := exec.Command(bin, "repair", "--model", bad, "--valid", tiny+"clean_u8_nchw.h5", "--out", out, "-q")
+		cmd.Env = append(os.Environ(), "BADPRUNE_HDF5_PATIENCE=2s")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		execd := strings.Contains(childEnviron(t, cmd.Process.Pid), "BADPRUNE_GUARD_FD=3")
+		cmd.Wait()
+		if execd != (name != "badprune") {
+			t.Errorf("%s: child started with exec: %v", name, execd)
+		}
+		code, msg := cmd.ProcessState.ExitCode(), stderr.String()
+		if code != exitError || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, bad) || !strings.Contains(msg, "did not finish reading it in 2s") {
+			t.Fatalf("%s: exit %d, stderr %q", name, code, msg)
+		}
+		if d := time.Since(start); d > time.Minute {
+			t.Errorf("%s: the hung run took %v to end", name, d)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%s: the hung run left its output folder %s", name, out)
+		}
 	}
 }
 
 // TestLibraryFault: a file on which the HDF5 C library faults (found by
-// fuzzing) ends in one line naming it and exit 1, not a crash dump; with
-// the child forked before Go started (fork.c), and started with exec (as
-// when that fork is not made: fork.c leaves binaries named *.test alone).
+// fuzzing) ends in one line naming it and exit 1, not a crash dump, with
+// the child forked before Go started and started with exec.
 func TestLibraryFault(t *testing.T) {
 	bad := "../../testdata/crash/hdf5_fault.h5"
-	execd := filepath.Join(t.TempDir(), "badprune.test")
-	if b, err := os.ReadFile(binary); err != nil || os.WriteFile(execd, b, 0o755) != nil {
-		t.Fatal("cannot copy the binary")
-	}
-	for _, bin := range []string{binary, execd} {
+	for _, bin := range []string{binary, execCopy(t)} {
 		// The output folder is created and eval.json staged before the sets
 		// are read: the supervisor must remove both.
 		out := filepath.Join(t.TempDir(), "out")

@@ -54,8 +54,8 @@ const (
 
 // std is the child's end of the pipe. It is process-wide by nature: it is
 // opened at the first report (a child forked before Go started learns its
-// role in main, and sets the environment then) and never changes
-// afterwards; it is the package's only state.
+// role in main, and sets the environment then: nothing may report before
+// main) and never changes afterwards; it is the package's only state.
 var std = sync.OnceValue(func() *reporter { return newReporter(open()) })
 
 func open() io.Writer {

@@ -320,7 +320,10 @@ func TestSettleEqualsFull(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	incr.SetSettle(heads[1], false)
+	if !incr.Settles(heads[0]) {
+		t.Skip("this CPU has no AVX-512 BF16: every recount computes every logit")
+	}
+	incr.DisableSettle(heads[1])
 	r := rand.New(rand.NewPCG(13, 14))
 	const n = 150
 	in := inputs(t, heads[0], fixture.RandomImages(r, n, 55, 47, 3), n)

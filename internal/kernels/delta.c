@@ -769,16 +769,17 @@ int bp_convert_isa(const void *src, int kind, int n, int C, int HW, int cf,
 // bits: each logit its bias, then one FMA per input in order) and, for a
 // labelled sample, the label's. A first pass on bfloat16 copies of the
 // weights and inputs (vdpbf16ps: two products a lane per instruction, and
-// half the weights' bytes) gives every logit to within E, a bound from
-// the inputs' magnitudes; only the classes whose approximation comes
-// within 2E of the m-th largest can be among the m largest (every class
-// whose exact logit reaches the m-th largest does), and only those get
-// the exact chain. A row it cannot settle (a non-finite input, huge
-// values, too many candidates) is left to the full product.
+// half the weights' bytes) gives each logit a_j to within E_j, a bound
+// from the weights' and the inputs' magnitudes; only the classes whose
+// upper bound a_j + E_j reaches the m-th largest lower bound a_i - E_i
+// can be among the m largest (every class whose exact logit reaches the
+// m-th largest does), and only those get the exact chain. A row it cannot
+// settle (a non-finite input, values near overflow, more than LB_MAXC
+// classes reaching the first threshold) is left to the full product.
 
 #define LB_BLK 64   // classes a block of the packed weights
 #define LB_ROWS 6   // rows a tile of the first pass
-#define LB_MAXC 256 // candidates a row at most
+#define LB_MAXC 256 // classes a row at most whose upper bound reaches T (lb_row)
 
 // bf16 rounds a finite float to the nearest bfloat16, ties to even.
 static inline unsigned bf16(float f) {
@@ -1002,7 +1003,8 @@ TBF static int lb_row(const float *x, int hdim, int k, const float *wt, const fl
 
 // bp_logits_top settles n rows of x (hdim values each) of the classifier
 // with weights wt (k rows of hdim: class j's at j*hdim), bias, packed wp
-// (bp_bf16_pack), nrm[j] >= |w_j| and absb[j] = |bias[j]|: row r's m
+// (bp_bf16_pack), nrm[j] >= |w_j| and absb[j] = |bias[j]| (largest
+// maxnrm and maxabsb): row r's m
 // largest logits go to idx, val[r*m...] and the label's to zy[r] (labels
 // and zy NULL: no label), and ok[r] says whether the row was settled.
 // scratch holds bp_logits_scratch(hdim, k) floats. It returns how many
@@ -1013,7 +1015,8 @@ long bp_logits_scratch(int hdim, int k) {
 }
 
 TBF int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, const float *bias,
-                      const unsigned *wp, const float *nrm, const float *absb, int m, const long *labels,
+                      const unsigned *wp, const float *nrm, const float *absb, double maxnrm, double maxabsb,
+                      int m, const long *labels,
                       int *idx, float *val, float *zy, unsigned char *ok, float *scratch) {
 	if (m < 1 || m > 16 || k < m) {
 		memset(ok, 0, n);
@@ -1024,6 +1027,9 @@ TBF int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, c
 	unsigned *xp = (unsigned *)(hi + (long)LB_ROWS * kpad);
 	int *cand = (int *)(xp + LB_ROWS * hp);
 	float *ex = (float *)(cand + LB_MAXC + 16); // room for a last compressed store
+	// g: the float32 roundings of a chain of hdim+1 terms, and 4 more of
+	// a_j's size for the roundings of E_j and a_j -+ E_j themselves.
+	const double g = 1.05 * (hdim + 1) * 0x1p-24 + 0x1p-22, sub = 1.05 * sqrt((double)hdim) * 0x1p-126;
 	int settled = 0;
 	for (int r0 = 0; r0 < n; r0 += LB_ROWS) {
 		const int rows = n - r0 < LB_ROWS ? n - r0 : LB_ROWS;
@@ -1033,28 +1039,35 @@ TBF int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, c
 			// Rounded to nearest, ties to even (subnormals to zero), as
 			// bf16; a row with a non-finite input is given up.
 			const float *xr = x + (long)(r0 + (r < rows ? r : 0)) * hdim;
-			__m512 q = _mm512_setzero_ps();
+			__m512d q0 = _mm512_setzero_pd(), q1 = _mm512_setzero_pd(); // |x|^2, in double: no underflow
 			for (int i = 0; i < 2 * hp; i += 32) {
 				const int left = hdim - i;
 				const __mmask16 m0 = left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
 				const __mmask16 m1 = left >= 32 ? 0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
 				const __m512 a = _mm512_maskz_loadu_ps(m0, xr + i), b = _mm512_maskz_loadu_ps(m1, xr + i + 16);
-				q = _mm512_fmadd_ps(b, b, _mm512_fmadd_ps(a, a, q));
+				const __m512d a0 = _mm512_cvtps_pd(_mm512_castps512_ps256(a)), a1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1));
+				const __m512d b0 = _mm512_cvtps_pd(_mm512_castps512_ps256(b)), b1 = _mm512_cvtps_pd(_mm512_extractf32x8_ps(b, 1));
+				q0 = _mm512_fmadd_pd(a0, a0, _mm512_fmadd_pd(b0, b0, q0));
+				q1 = _mm512_fmadd_pd(a1, a1, _mm512_fmadd_pd(b1, b1, q1));
 				const int words = hp - i / 2 < 16 ? hp - i / 2 : 16;
 				_mm512_mask_storeu_epi32(xp + r * hp + i / 2, (__mmask16)((1u << words) - 1), (__m512i)_mm512_cvtne2ps_pbh(b, a));
 			}
-			// |a_j - z_j| <= E_j = al*|w_j| + be*|b_j| + c: the bfloat16
-			// roundings of weight and input (2^-8 each, relative) and both
-			// sums' float32 roundings (at most 161 each), bounded by
-			// |w_j||x|; flushed subnormals (2^-126 each); 2% slack for the
-			// rounding of |x|, of E_j and of a_j -+ E_j (E_j >= 1e-4 |a_j|).
-			const double xn = sqrt((double)_mm512_reduce_add_ps(q));
-			fine[r] = xn < 1e15; // else a non-finite input, or values near overflow
-			al[r] = fine[r] ? (float)(1.02 * xn * (0x1p-7 + 1e-4) + 1e-36) : 0;
-			c[r] = fine[r] ? (float)(1e-36 * xn + 1e-30) : 0;
+			// |a_j - z_j| <= E_j = al*|w_j| + be*|b_j| + c, where
+			// sum_i |w_ji x_i| <= |w_j||x|: the bfloat16 roundings of
+			// weight and input (2^-8 each, relative); both sums' float32
+			// roundings (at most hdim+1 each, 2^-24 relative: g); inputs
+			// flushed to zero below 2^-126 (sub) and products and sums
+			// flushed or rounded there (hdim+2 of them); 2% slack for the
+			// rounding of |x| and of al, be, c.
+			const double xn = sqrt(_mm512_reduce_add_pd(q0) + _mm512_reduce_add_pd(q1));
+			// No partial sum of either chain can overflow (a non-finite
+			// input fails this too).
+			fine[r] = xn * maxnrm + maxabsb < 1e37;
+			al[r] = fine[r] ? (float)(1.02 * (xn * (0x1p-7 + 0x1p-16 + g) + sub)) : 0;
+			c[r] = fine[r] ? (float)(1.02 * (sub * xn + (hdim + 2) * 0x1p-126)) : 0;
 		}
 		__m512 mx[LB_ROWS];
-		lb_tile(xp, hp, wp, bias, k, nrm, absb, al, c, 1.02e-4f, lo, hi, kpad, mx);
+		lb_tile(xp, hp, wp, bias, k, nrm, absb, al, c, (float)(1.02 * g), lo, hi, kpad, mx);
 		for (int r = 0; r < rows; r++) {
 			const int row = r0 + r;
 			ok[row] = fine[r] && lb_row(x + (long)row * hdim, hdim, k, wt, bias, m, lo + (long)r * kpad, hi + (long)r * kpad,

@@ -65,7 +65,8 @@ void bp_bf16_pack(const float *w, int hdim, int k, unsigned *out);
 int bp_have_bf16(void);
 long bp_logits_scratch(int hdim, int k);
 int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, const float *bias,
-                  const unsigned *wp, const float *nrm, const float *absb, int m, const long *labels,
+                  const unsigned *wp, const float *nrm, const float *absb, double maxnrm, double maxabsb,
+                  int m, const long *labels,
                   int *idx, float *val, float *zy, unsigned char *ok, float *scratch);
 double bp_top_moves(int hdim, const float *a, const float *b, const float *wt,
                     const int *top, int t, float *dv, float *tmp);

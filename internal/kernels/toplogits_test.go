@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -158,6 +159,95 @@ func TestTopLogitsRounding(t *testing.T) {
 	if z := logits(); ok[0] == 0 || idx[0] != 0 || val[0] != z[0] {
 		t.Fatalf("top class %d, logit %v (settled: %v); Forward's: 0, %v (class 1 %v)", idx[0], val[0], ok[0] != 0, z[0], z[1])
 	}
+}
+
+// settleAgainstForward settles n rows and fails on any settled row whose
+// top m or logits differ from Forward then TopN's; it returns how many
+// rows were settled.
+func settleAgainstForward(t *testing.T, name string, w, bias, x []float32, hdim, k, n, m int) int {
+	t.Helper()
+	z := make([]float32, n*k)
+	NewDense(w, bias, hdim, k).Forward(x, n, 1, 1, false, z)
+	tl := NewTopLogits(w, bias, hdim, k)
+	if tl == nil {
+		t.Fatalf("%s: not prepared", name)
+	}
+	idx, val, ok := make([]int32, n*m), make([]float32, n*m), make([]uint8, n)
+	settled := tl.Settle(x, n, nil, idx, val, nil, ok, make([]float32, tl.ScratchSize()))
+	wi, wv := make([]int32, m), make([]float32, m)
+	for r := 0; r < n; r++ {
+		if ok[r] == 0 {
+			continue
+		}
+		TopN(z[r*k:(r+1)*k], wi, wv)
+		for i := 0; i < m; i++ {
+			if idx[r*m+i] != wi[i] || math.Float32bits(val[r*m+i]) != math.Float32bits(wv[i]) {
+				t.Fatalf("%s: row %d: top %v %v, Forward's %v %v", name, r, idx[r*m:(r+1)*m], val[r*m:(r+1)*m], wi, wv)
+			}
+		}
+	}
+	return settled
+}
+
+// TestTopLogitsLimits: the bound holds, or the row is left, where a
+// fixed bound would fail (cases found by review): long inputs, whose
+// float32 roundings add up (every weight and input rounded one way in the
+// exact sum, the other in bfloat16, against a bias just below the
+// truth); inputs so small that their squares underflow in float32; and
+// sums that overflow in one order and not the other.
+func TestTopLogitsLimits(t *testing.T) {
+	if NewTopLogits([]float32{1}, nil, 1, 1) == nil {
+		t.Skip("this CPU has no AVX-512 BF16")
+	}
+	for _, hdim := range []int{160, 3000, 8192} {
+		const k = 2
+		w, x := make([]float32, hdim*k), make([]float32, hdim)
+		for i := range x {
+			x[i] = float32(1 - 0x1p-9 - 0x1p-20)
+			w[i*k] = float32(0x1p-24 * (1 + 0x1p-8))
+		}
+		z := make([]float32, k)
+		bias := []float32{1, 0}
+		NewDense(w, bias, hdim, k).Forward(x, 1, 1, 1, false, z)
+		bias[1] = 1 + (z[0]-1)*0.75
+		if settleAgainstForward(t, fmt.Sprint("long ", hdim), w, bias, x, hdim, k, 1, 1) != 1 {
+			t.Errorf("long %d: the row was not settled", hdim)
+		}
+	}
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	const hdim, k, n, m = 160, 64, 200, 5
+	w := make([]float32, hdim*k)
+	base := make([]float64, hdim)
+	for j := 0; j < k; j++ {
+		if j%8 == 0 {
+			for i := range base {
+				base[i] = rng.NormFloat64() * 0.1
+			}
+		}
+		for i := range base {
+			w[i*k+j] = float32(base[i] * (1 + 1e-2*rng.NormFloat64()))
+		}
+	}
+	for _, scale := range []float64{1, 1e-19, 1e-23, 1e-30, 1e-37} {
+		x := make([]float32, n*hdim)
+		for i := range x {
+			x[i] = float32(math.Abs(rng.NormFloat64()) * scale)
+		}
+		if s := settleAgainstForward(t, fmt.Sprint("scale ", scale), w, nil, x, hdim, k, n, m); s < n/2 {
+			t.Errorf("scale %g: %d of %d rows settled", scale, s, n)
+		}
+	}
+
+	// Class 0: -3e38 + 3e38 - 1e38 exactly, -inf if the second product
+	// comes first; the others -2e38.
+	const kk = 20
+	w3, bias3 := make([]float32, 3*kk), make([]float32, kk)
+	for j := range bias3 {
+		bias3[j] = -2e38
+	}
+	bias3[0], w3[0], w3[kk] = -3e38, 3e28, -1e28
+	settleAgainstForward(t, "overflow", w3, bias3, []float32{1e10, 1e10, 0}, 3, kk, 1, 1)
 }
 
 // TestTopLogitsRefuses: no preparation without the CPU's support or with
