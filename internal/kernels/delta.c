@@ -1001,19 +1001,18 @@ TBF static int lb_row(const float *x, int hdim, int k, const float *wt, const fl
 	return 1;
 }
 
-// bp_logits_top settles n rows of x (hdim values each) of the classifier
-// with weights wt (k rows of hdim: class j's at j*hdim), bias, packed wp
-// (bp_bf16_pack), nrm[j] >= |w_j| and absb[j] = |bias[j]| (largest
-// maxnrm and maxabsb): row r's m
-// largest logits go to idx, val[r*m...] and the label's to zy[r] (labels
-// and zy NULL: no label), and ok[r] says whether the row was settled.
-// scratch holds bp_logits_scratch(hdim, k) floats. It returns how many
-// rows it settled.
+// bp_logits_scratch is the floats of scratch bp_logits_top needs.
 long bp_logits_scratch(int hdim, int k) {
 	const int kpad = (k + LB_BLK - 1) / LB_BLK * LB_BLK;
 	return 2L * LB_ROWS * kpad + (long)LB_ROWS * ((hdim + 1) / 2) + 2 * (LB_MAXC + 16);
 }
 
+// bp_logits_top settles n rows of x (hdim values each) of the classifier
+// with weights wt (k rows of hdim: class j's at j*hdim), bias, packed wp
+// (bp_bf16_pack), nrm[j] >= |w_j| and absb[j] = |bias[j]|, the largest of
+// them maxnrm and maxabsb: row r's m largest logits go to idx, val[r*m...]
+// and the label's to zy[r] (labels and zy NULL: no label), and ok[r] says
+// whether the row was settled. It returns how many rows it settled.
 TBF int bp_logits_top(int n, int hdim, int k, const float *x, const float *wt, const float *bias,
                       const unsigned *wp, const float *nrm, const float *absb, double maxnrm, double maxabsb,
                       int m, const long *labels,
